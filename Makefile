@@ -1,0 +1,51 @@
+# Two commands for a newcomer: `make run` and `make test`. See README.md.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: run chat chat-staff test services bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Start the bot on SQLite with demo data and in-memory state.
+run: $(VENV)/.installed
+	$(PY) main.py init-db
+	$(PY) main.py seed-demo
+	@echo
+	@echo "  云芳邻 is starting on http://$(HOST):$(PORT)/wechat"
+	@echo "  Chat with it in a second terminal:  make chat        (as a resident)"
+	@echo "                                      make chat-staff  (as the demo staff member)"
+	@echo
+	HOST=$(HOST) PORT=$(PORT) $(PY) main.py serve
+
+chat: $(VENV)/.installed
+	@HOST=$(HOST) PORT=$(PORT) $(PY) main.py chat $(if $(OPENID),--openid $(OPENID))
+
+chat-staff: $(VENV)/.installed
+	@HOST=$(HOST) PORT=$(PORT) $(PY) main.py chat --staff
+
+## Start PostgreSQL and Redis if needed, then run the whole suite.
+test: $(VENV)/.dev-installed services
+	$(PY) -m pytest
+
+services:
+	@bash scripts/services.sh
+
+bench: $(VENV)/.dev-installed services
+	$(PY) bench/classify_bench.py
+	$(PY) bench/webhook_bench.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache
