@@ -1,0 +1,72 @@
+"""Database set-up: one Tortoise configuration for SQLite (embedded) and PostgreSQL."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+# Every module holding models; later domains add theirs here.
+MODEL_MODULES = [
+    "models.places",
+    "models.residents",
+    "models.outbox",
+    "models.points",
+    "models.activities",
+]
+
+
+def tortoise_config(url: str) -> dict:
+    return {
+        "connections": {"default": url},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if url.startswith("sqlite://") and ":memory:" not in url:
+        Path(url[len("sqlite://"):].split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def init_db(url: str, *, create_schema: bool = True) -> None:
+    _ensure_sqlite_dir(url)
+    # Tortoise caches SQL per connection name, not per backend: a process that switches
+    # between SQLite and PostgreSQL (the test suite does) must start from a clean cache.
+    EXECUTOR_CACHE.clear()
+    # The app's start-up runs in another task than its requests: a global context is needed.
+    await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
+    if create_schema:
+        await Tortoise.generate_schemas(safe=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+def is_postgres() -> bool:
+    return connections.get("default").capabilities.dialect == "postgres"
+
+
+def locked(queryset):
+    """SELECT ... FOR UPDATE on PostgreSQL. SQLite needs nothing: Tortoise runs one SQLite
+    transaction at a time per process (and SQLite is the single-process default)."""
+    return queryset.select_for_update() if is_postgres() else queryset
+
+
+async def ping() -> bool:
+    await connections.get("default").execute_query("SELECT 1")
+    return True
+
+
+async def truncate_all() -> None:
+    """Empty every table (tests on a shared PostgreSQL database)."""
+    conn = connections.get("default")
+    tables = [m._meta.db_table for m in Tortoise.apps.get_models_iterable()]
+    if is_postgres():
+        await conn.execute_script(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+    else:
+        for t in tables:
+            await conn.execute_script(f'DELETE FROM "{t}"')

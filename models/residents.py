@@ -1,0 +1,123 @@
+"""Residents, the people who talk to the bot, and the operations that change them."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from tortoise import fields
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from models.clock import utcnow
+from models.places import Community, Organisation, RosterEntry
+
+
+class Role:
+    RESIDENT = "resident"
+    STAFF = "staff"
+    MERCHANT = "merchant"
+
+
+class Resident(Model):
+    id = fields.IntField(primary_key=True)
+    openid = fields.CharField(max_length=64, unique=True)
+    name = fields.CharField(max_length=50, default="")
+    phone = fields.CharField(max_length=11, default="")
+    community = fields.ForeignKeyField("models.Community", related_name="residents", null=True)
+    # Comma-separated roles; every registered person is at least a resident.
+    roles = fields.CharField(max_length=64, default=Role.RESIDENT)
+    # Staff belong to an organisation (committee, social, volunteer, sub-district).
+    organisation = fields.ForeignKeyField("models.Organisation", related_name="staff", null=True)
+    registered = fields.BooleanField(default=False)
+    verified = fields.BooleanField(default=False)
+    consented_at = fields.DatetimeField(null=True)
+    active = fields.BooleanField(default=True)
+    notices_enabled = fields.BooleanField(default=True)
+    # Kept equal to the sum of the resident's ledger entries (models.points), never below 0.
+    points = fields.IntField(default=0)
+    last_interaction_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "resident"
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles.split(",")
+
+    @property
+    def is_staff(self) -> bool:
+        return self.has_role(Role.STAFF)
+
+    def __str__(self) -> str:  # never the phone: this ends up in logs
+        return f"Resident({self.id}, {self.name or '-'})"
+
+
+async def get_or_create_resident(openid: str) -> Resident:
+    resident = await Resident.get_or_none(openid=openid)
+    if resident is None:
+        resident, _ = await Resident.get_or_create(openid=openid)
+    return resident
+
+
+async def _on_roster(community: Community, phone: str) -> bool:
+    return await RosterEntry.filter(community=community, phone=phone).exists()
+
+
+async def register_resident(openid: str, community: Community, name: str, phone: str) -> Resident:
+    """Register (or re-register) a resident in one transaction."""
+    async with in_transaction():
+        resident = await get_or_create_resident(openid)
+        resident.community = community
+        resident.name = name
+        resident.phone = phone
+        resident.registered = True
+        resident.active = True
+        resident.consented_at = resident.consented_at or utcnow()
+        resident.verified = await _on_roster(community, phone)
+        await resident.save()
+    return resident
+
+
+async def update_profile(resident: Resident, *, community: Community | None = None,
+                         name: str | None = None, phone: str | None = None) -> Resident:
+    if community is not None:
+        resident.community = community
+    if name is not None:
+        resident.name = name
+    if phone is not None:
+        resident.phone = phone
+    if resident.community_id and resident.phone:
+        community = community or await resident.community
+        resident.verified = await _on_roster(community, resident.phone)
+    await resident.save()
+    return resident
+
+
+async def set_subscribed(openid: str, subscribed: bool) -> Resident:
+    resident = await get_or_create_resident(openid)
+    resident.active = subscribed
+    await resident.save(update_fields=["active", "updated_at"])
+    return resident
+
+
+async def touch_interaction(resident: Resident, now: datetime, min_interval: timedelta) -> None:
+    """Record the last interaction (it opens WeChat's customer-service window); throttled."""
+    last = resident.last_interaction_at
+    if last is None or now - last >= min_interval:
+        resident.last_interaction_at = now
+        await Resident.filter(id=resident.id).update(last_interaction_at=now)
+
+
+async def add_staff(openid: str, name: str, organisation: Organisation, phone: str = "") -> Resident:
+    async with in_transaction():
+        resident = await get_or_create_resident(openid)
+        roles = set(resident.roles.split(",")) | {Role.RESIDENT, Role.STAFF}
+        resident.roles = ",".join(sorted(roles))
+        resident.organisation = organisation
+        resident.name = resident.name or name
+        resident.phone = resident.phone or phone
+        if organisation.community_id and not resident.community_id:
+            resident.community_id = organisation.community_id
+        resident.registered = True
+        await resident.save()
+    return resident
