@@ -1,0 +1,135 @@
+"""WeChat's inbound protocol: signatures, the replay window, decryption, parsing, rendering.
+
+wechatpy does the cryptography, parsing and reply rendering; this module decides what to
+trust and turns a parsed message into the engine's `Incoming`.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidSignatureException
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature
+
+from handlers.engine import Incoming
+
+
+class Refused(Exception):
+    """The request is not from WeChat (or too old): answered 403, never handled."""
+
+
+def verify(token: str, query, window: int, now: float | None = None) -> None:
+    signature, timestamp, nonce = (query.get(k, "") for k in ("signature", "timestamp", "nonce"))
+    try:
+        check_signature(token, signature, timestamp, nonce)
+    except InvalidSignatureException as exc:
+        raise Refused("bad signature") from exc
+    try:
+        age = abs((now or time.time()) - int(timestamp))
+    except ValueError as exc:
+        raise Refused("bad timestamp") from exc
+    if age > window:
+        raise Refused(f"timestamp outside the replay window ({age:.0f}s)")
+
+
+class Codec:
+    """Decrypts a POST body and encrypts the reply, according to the request's mode."""
+
+    def __init__(self, token: str, aes_key: str | None, appid: str) -> None:
+        self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
+
+    def decode(self, body: bytes, query) -> tuple[str, bool]:
+        """Returns (plain XML, encrypted?). Raises Refused for a bad msg_signature."""
+        if query.get("encrypt_type", "raw") != "aes":
+            return body.decode("utf-8"), False
+        if self.crypto is None:
+            raise Refused("encrypted message but WECHAT_AES_KEY is not configured")
+        try:
+            xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""),
+                                              query.get("timestamp", ""), query.get("nonce", ""))
+        except InvalidSignatureException as exc:
+            raise Refused("bad msg_signature") from exc
+        return xml, True
+
+    def encode(self, xml: str, encrypted: bool, nonce: str) -> str:
+        if not encrypted:
+            return xml
+        return self.crypto.encrypt_message(xml, nonce, int(time.time()))
+
+
+def parse(xml: str):
+    """wechatpy's parser raises several kinds of error on junk; callers treat any as junk."""
+    msg = parse_message(xml)
+    if msg is None or not getattr(msg, "source", None):
+        raise ValueError("empty message")
+    return msg
+
+
+def dedupe_key(msg) -> str:
+    raw = msg._data
+    if raw.get("MsgType", "").lower() == "event":
+        parts = [raw.get("FromUserName", ""), raw.get("CreateTime", ""), raw.get("Event", "")]
+        if raw.get("EventKey"):
+            parts.append(str(raw["EventKey"]))
+        return ":".join(parts)
+    return f"{raw.get('FromUserName', '')}:{raw.get('MsgId', '')}"
+
+
+_EVENT_ALIASES = {"subscribe_scan": "subscribe", "subscribe_scan_product": "subscribe"}
+
+
+def to_incoming(msg, now: datetime | None = None) -> Incoming:
+    raw = msg._data
+    kind = raw.get("MsgType", "unknown").lower()
+    inc = Incoming(openid=raw.get("FromUserName", ""), kind=kind,
+                   now=now or datetime.now(timezone.utc), msg_id=str(raw.get("MsgId", "")))
+    if kind == "text":
+        inc.text = raw.get("Content") or ""
+    elif kind == "voice":
+        # With speech recognition on, the recognised text is treated as typed text.
+        inc.text = raw.get("Recognition") or ""
+        inc.media_id = raw.get("MediaId") or ""
+        if inc.text:
+            inc.kind = "text"
+    elif kind == "image":
+        inc.pic_url, inc.media_id = raw.get("PicUrl") or "", raw.get("MediaId") or ""
+    elif kind == "location":
+        inc.location = {"x": raw.get("Location_X"), "y": raw.get("Location_Y"),
+                        "label": raw.get("Label") or ""}
+    elif kind == "event":
+        event = (raw.get("Event") or "").lower()
+        inc.event = _EVENT_ALIASES.get(event, event)
+        inc.event_key = str(raw.get("EventKey") or "")
+    return inc
+
+
+def render_text(msg, text: str) -> str:
+    return TextReply(source=msg.target, target=msg.source, content=text).render()
+
+
+def _pieces(line: str, max_bytes: int):
+    """A line longer than the limit is cut by characters (UTF-8 bytes counted)."""
+    piece = ""
+    for ch in line:
+        if len((piece + ch).encode()) > max_bytes:
+            yield piece
+            piece = ""
+        piece += ch
+    yield piece
+
+
+def split_reply(text: str, max_bytes: int) -> list[str]:
+    """Cut a long reply at line breaks into parts WeChat will show (about 2,000 bytes each)."""
+    parts, current = [], None
+    for line in text.split("\n"):
+        for piece in _pieces(line, max_bytes):
+            candidate = piece if current is None else f"{current}\n{piece}"
+            if current is not None and len(candidate.encode()) > max_bytes:
+                parts.append(current)
+                candidate = piece
+            current = candidate
+    parts.append(current or "")
+    return parts

@@ -1,0 +1,169 @@
+"""A small key-value store with TTLs and locks: in memory (one process) or on Redis (many).
+
+The webhook builds dedupe, reply caching, per-openid ordering and dialogue state on these
+few primitives; one set of contract tests runs against both implementations.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import LockError
+
+
+class LockTimeout(Exception):
+    """The lock could not be taken in time."""
+
+
+class Store:
+    """Interface; values are strings, ttl in seconds."""
+
+    async def get(self, key: str) -> str | None: ...
+    async def set(self, key: str, value: str, ttl: float) -> None: ...
+    async def set_nx(self, key: str, value: str, ttl: float) -> bool: ...
+    async def delete(self, key: str) -> None: ...
+    async def incr(self, key: str, ttl: float) -> int: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+    def lock(self, name: str, *, timeout: float, wait: float) -> "AsyncIterator[None]":
+        """Held for at most `timeout` s; LockTimeout if not taken within `wait` s."""
+        raise NotImplementedError
+
+    async def wait_for(self, key: str, timeout: float, interval: float = 0.05) -> str | None:
+        """Poll until `key` has a value or the time is up (retries come seconds apart)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.get(key)
+            if value is not None or time.monotonic() >= deadline:
+                return value
+            await asyncio.sleep(interval)
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._data: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._max_keys = max_keys
+
+    def _alive(self, key: str) -> tuple[str, float] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item
+
+    def _put(self, key: str, value: str, ttl: float) -> None:
+        self._data[key] = (value, time.monotonic() + ttl)
+        self._data.move_to_end(key)
+        while len(self._data) > self._max_keys:  # bounded: evict the oldest writes
+            self._data.popitem(last=False)
+
+    async def get(self, key: str) -> str | None:
+        item = self._alive(key)
+        return item[0] if item else None
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        self._put(key, value, ttl)
+
+    async def set_nx(self, key: str, value: str, ttl: float) -> bool:
+        if self._alive(key) is not None:
+            return False
+        self._put(key, value, ttl)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def incr(self, key: str, ttl: float) -> int:
+        item = self._alive(key)
+        value = int(item[0]) + 1 if item else 1
+        self._put(key, str(value), ttl if item is None else item[1] - time.monotonic())
+        return value
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+
+    @asynccontextmanager
+    async def lock(self, name: str, *, timeout: float, wait: float) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(name, asyncio.Lock())  # FIFO: keeps a burst in order
+        try:
+            await asyncio.wait_for(lock.acquire(), wait)
+        except asyncio.TimeoutError as exc:
+            raise LockTimeout(name) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._locks.pop(name, None)
+
+
+class RedisStore(Store):
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str = "yfl:", max_connections: int = 64) -> None:
+        # redis-py's asyncio ConnectionPool raises past its cap; the blocking pool waits.
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10,
+                                               decode_responses=True)
+        self.redis = Redis(connection_pool=pool)
+        self.prefix = prefix
+        # Within one process a FIFO lock orders a burst; Redis orders across processes.
+        self._local = MemoryStore()
+
+    def k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def get(self, key: str) -> str | None:
+        return await self.redis.get(self.k(key))
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        await self.redis.set(self.k(key), value, px=max(1, int(ttl * 1000)))
+
+    async def set_nx(self, key: str, value: str, ttl: float) -> bool:
+        return bool(await self.redis.set(self.k(key), value, nx=True, px=max(1, int(ttl * 1000))))
+
+    async def delete(self, key: str) -> None:
+        await self.redis.delete(self.k(key))
+
+    async def incr(self, key: str, ttl: float) -> int:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(self.k(key))
+            pipe.pexpire(self.k(key), max(1, int(ttl * 1000)), nx=True)
+            value, _ = await pipe.execute()
+        return int(value)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
+
+    @asynccontextmanager
+    async def lock(self, name: str, *, timeout: float, wait: float) -> AsyncIterator[None]:
+        async with self._local.lock(name, timeout=timeout, wait=wait):
+            lock = self.redis.lock(self.k("lock:" + name), timeout=timeout, sleep=0.01,
+                                   blocking_timeout=wait)
+            if not await lock.acquire():
+                raise LockTimeout(name)
+            try:
+                yield
+            finally:
+                try:
+                    await lock.release()
+                except LockError:  # expired while held: someone else may own it now
+                    pass
+
+
+def make_store(redis_url: str | None, prefix: str = "yfl:") -> Store:
+    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()
