@@ -1,0 +1,9 @@
+"""The conversation: one module per domain, each declaring its intents and flows.
+
+Importing this package registers every handler with the engine's registry.
+"""
+from handlers import activities, general, points, register, staff  # noqa: F401  (registers handlers)
+from handlers.engine import dispatch  # noqa: F401
+from handlers.general import register_placeholders
+
+register_placeholders()
