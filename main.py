@@ -1,0 +1,181 @@
+"""The command line. Thin: it parses arguments and calls into bot/, handlers/, nlp/, models/."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from bot.config import Settings
+
+
+def _db(fn):
+    """Run an async admin operation with the database open."""
+    async def run(settings: Settings, *args):
+        from models import db
+        await db.init_db(settings.database_url)
+        try:
+            return await fn(*args)
+        finally:
+            await db.close_db()
+    return run
+
+
+def cmd_serve(settings: Settings, args) -> None:
+    from bot.server import serve
+    serve(settings.with_(host=args.host or settings.host, port=args.port or settings.port),
+          workers=args.workers)
+
+
+def cmd_init_db(settings: Settings, args) -> None:
+    async def noop():
+        return None
+    asyncio.run(_db(noop)(settings))
+    print(f"数据库已就绪:{settings.database_url.split('@')[-1]}")
+
+
+def cmd_seed_demo(settings: Settings, args) -> None:
+    from models.demo import seed_demo
+    asyncio.run(_db(seed_demo)(settings))
+    print("演示数据已写入(街道、社区、组织、演示工作人员 demo-staff)。")
+
+
+def cmd_chat(settings: Settings, args) -> None:
+    from bot.chat import chat
+    openid = args.openid or ("demo-staff" if args.staff else "demo-resident")
+    url = args.url or f"http://{settings.host}:{settings.port}/wechat"
+    try:
+        asyncio.run(chat(settings, openid, url))
+    except KeyboardInterrupt:
+        pass
+
+
+def cmd_classify(settings: Settings, args) -> None:
+    if args.appeal:
+        from nlp.appeals import categorise
+        for line in sys.stdin:
+            if line.strip():
+                r = categorise(line.strip())
+                print(json.dumps({"text": line.strip(), "category": r.category,
+                                  "confidence": round(r.confidence, 3)}, ensure_ascii=False))
+        return
+    from nlp import tokenizer
+    from nlp.intents import classify
+    tokenizer.load()
+    for line in sys.stdin:
+        if line.strip():
+            r = classify(line.strip())
+            print(json.dumps({"text": line.strip(), "intent": r.intent,
+                              "confidence": round(r.confidence, 3)}, ensure_ascii=False),
+                  flush=False)
+
+
+def _admin(settings: Settings, coro_fn, *args):
+    from models.admin import AdminError
+    try:
+        return asyncio.run(_db(coro_fn)(settings, *args))
+    except AdminError as exc:
+        raise SystemExit(f"错误:{exc}") from None
+
+
+def cmd_resident_add(settings: Settings, args) -> None:
+    from models.admin import add_resident
+    r = _admin(settings, add_resident, args.openid, args.name, args.phone, args.community)
+    print(f"已登记居民 {r.id}{'(已核对名册)' if r.verified else ''}")
+
+
+def cmd_residents_import(settings: Settings, args) -> None:
+    from models.admin import import_roster
+    count, problems = _admin(settings, import_roster, Path(args.file))
+    for p in problems:
+        print(p, file=sys.stderr)
+    print(f"名册导入 {count} 行")
+
+
+def cmd_staff_add(settings: Settings, args) -> None:
+    from models.admin import add_staff_member
+    r = _admin(settings, add_staff_member, args.openid, args.name, args.org)
+    print(f"已添加工作人员 {r.id}")
+
+
+def cmd_activity_add(settings: Settings, args) -> None:
+    from models.admin import add_activity
+    activity = _admin(settings, add_activity, args.community, args.title, args.start,
+                      args.capacity, args.points, args.code, args.place)
+    print(activity.id)
+
+
+def cmd_export_signups(settings: Settings, args) -> None:
+    from models.exports import export_signups
+    out = Path(args.out or f"exports/signups-{args.activity}")
+    paths = _admin(settings, export_signups, args.activity, out)
+    print("\n".join(str(p) for p in paths))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="main.py", description="云芳邻社区服务号")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="start the webhook")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_serve)
+
+    sub.add_parser("init-db", help="create the tables").set_defaults(fn=cmd_init_db)
+    sub.add_parser("seed-demo", help="write demo data").set_defaults(fn=cmd_seed_demo)
+
+    s = sub.add_parser("chat", help="talk to the running bot in the terminal")
+    s.add_argument("--openid")
+    s.add_argument("--staff", action="store_true", help="as the demo staff member")
+    s.add_argument("--url")
+    s.set_defaults(fn=cmd_chat)
+
+    s = sub.add_parser("classify", help="classify stdin lines, one JSON object per line")
+    s.add_argument("--appeal", action="store_true", help="categorise appeals instead")
+    s.set_defaults(fn=cmd_classify)
+
+    s = sub.add_parser("resident").add_subparsers(dest="action", required=True).add_parser("add")
+    for flag in ("--openid", "--name", "--phone", "--community"):
+        s.add_argument(flag, required=True)
+    s.set_defaults(fn=cmd_resident_add)
+
+    s = sub.add_parser("residents").add_subparsers(dest="action", required=True).add_parser(
+        "import", help="import a roster CSV with columns name,phone,community")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_residents_import)
+
+    s = sub.add_parser("staff").add_subparsers(dest="action", required=True).add_parser("add")
+    for flag in ("--openid", "--name", "--org"):
+        s.add_argument(flag, required=True)
+    s.set_defaults(fn=cmd_staff_add)
+
+    s = sub.add_parser("activity").add_subparsers(dest="action", required=True).add_parser(
+        "add", help="publish an activity; prints its id")
+    s.add_argument("--community", required=True)
+    s.add_argument("--title", required=True)
+    s.add_argument("--start", required=True, help="local time, e.g. 2026-12-20T15:00")
+    s.add_argument("--capacity", type=int, required=True)
+    s.add_argument("--points", type=int, default=0)
+    s.add_argument("--code", help="check-in code (default: random 4 digits)")
+    s.add_argument("--place", default="")
+    s.set_defaults(fn=cmd_activity_add)
+
+    s = sub.add_parser("export").add_subparsers(dest="what", required=True).add_parser(
+        "signups", help="write an activity's roster as .xlsx and .csv")
+    s.add_argument("--activity", type=int, required=True)
+    s.add_argument("--out", help="path without extension (default exports/signups-ID)")
+    s.set_defaults(fn=cmd_export_signups)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from bot.logs import setup_logging
+    setup_logging("WARNING" if args.command in ("classify", "chat") else "INFO")
+    args.fn(Settings.from_env(), args)
+
+
+if __name__ == "__main__":
+    main()

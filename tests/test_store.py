@@ -1,0 +1,99 @@
+"""One contract for both stores: the memory store and the Redis store behave alike."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from bot.store import LockTimeout, MemoryStore, RedisStore
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request):
+    if request.param == "memory":
+        s = MemoryStore()
+    else:
+        s = RedisStore(request.getfixturevalue("redis_url"), prefix=f"yflstore:{uuid.uuid4().hex[:8]}:")
+    yield s
+    if isinstance(s, RedisStore):
+        keys = [k async for k in s.redis.scan_iter(match=s.prefix + "*")]
+        if keys:
+            await s.redis.delete(*keys)
+    await s.close()
+
+
+async def test_get_set_delete(store):
+    assert await store.get("a") is None
+    await store.set("a", "1", 10)
+    assert await store.get("a") == "1"
+    await store.delete("a")
+    assert await store.get("a") is None
+
+
+async def test_ttl_expires(store):
+    await store.set("t", "x", 0.1)
+    assert await store.get("t") == "x"
+    await asyncio.sleep(0.25)
+    assert await store.get("t") is None
+
+
+async def test_set_nx_claims_once(store):
+    results = await asyncio.gather(*(store.set_nx("claim", str(i), 10) for i in range(20)))
+    assert results.count(True) == 1
+    assert await store.get("claim") == str(results.index(True))
+
+
+async def test_set_nx_after_expiry(store):
+    assert await store.set_nx("n", "1", 0.1)
+    await asyncio.sleep(0.25)
+    assert await store.set_nx("n", "2", 10)
+
+
+async def test_incr_counts_and_expires(store):
+    assert [await store.incr("c", 0.3) for _ in range(3)] == [1, 2, 3]
+    await asyncio.sleep(0.45)
+    assert await store.incr("c", 10) == 1
+
+
+async def test_wait_for_sees_a_later_value(store):
+    async def later():
+        await asyncio.sleep(0.1)
+        await store.set("w", "done", 10)
+
+    task = asyncio.create_task(later())
+    assert await store.wait_for("w", 2) == "done"
+    await task
+    assert await store.wait_for("missing", 0.1) is None
+
+
+async def test_lock_is_exclusive_and_fifo(store):
+    order, inside = [], []
+
+    async def worker(i):
+        async with store.lock("L", timeout=5, wait=5):
+            inside.append(i)
+            assert len(inside) == 1
+            await asyncio.sleep(0.01)
+            order.append(i)
+            inside.remove(i)
+
+    tasks = []
+    for i in range(8):
+        tasks.append(asyncio.create_task(worker(i)))
+        await asyncio.sleep(0)  # arrival order
+    await asyncio.gather(*tasks)
+    assert order == list(range(8))
+
+
+async def test_lock_wait_times_out(store):
+    async with store.lock("busy", timeout=5, wait=1):
+        with pytest.raises(LockTimeout):
+            async with store.lock("busy", timeout=5, wait=0.1):
+                pass
+    async with store.lock("busy", timeout=5, wait=0.1):  # free again
+        pass
+
+
+async def test_ping(store):
+    assert await store.ping()
