@@ -49,6 +49,8 @@ class Settings:
     max_misses: int = 3
     # Seconds between writes of a resident's last-interaction time (one write per message is waste).
     touch_interval_seconds: int = 60
+    # A place kept for a resident between "还剩1个" and "是".
+    signup_hold_seconds: int = 120
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +71,7 @@ class Settings:
             reply_budget_seconds=_float("REPLY_BUDGET_SECONDS", cls.reply_budget_seconds),
             dedupe_ttl_seconds=_int("DEDUPE_TTL_SECONDS", cls.dedupe_ttl_seconds),
             state_idle_seconds=_int("STATE_IDLE_SECONDS", cls.state_idle_seconds),
+            signup_hold_seconds=_int("SIGNUP_HOLD_SECONDS", cls.signup_hold_seconds),
         )
         values.update(overrides)
         return cls(**values)

@@ -43,7 +43,8 @@ class Conversation:
         self.store = store
         self.states = StateStore(store, settings.state_idle_seconds)
         self.config = EngineConfig(state_idle_seconds=settings.state_idle_seconds,
-                                   max_misses=settings.max_misses, tz=ZoneInfo(settings.timezone))
+                                   max_misses=settings.max_misses, tz=ZoneInfo(settings.timezone),
+                                   hold_seconds=settings.signup_hold_seconds)
         self.touch_interval = timedelta(seconds=settings.touch_interval_seconds)
 
     async def handle(self, incoming: Incoming) -> str | None:

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from tortoise.expressions import Q
 
-from handlers.engine import (REGISTRY, Ctx, EndFlow, Flow, Invalid, Step, flow, intent, numbered,
-                             scene, start_flow)
+from handlers.engine import (REGISTRY, Ctx, EndFlow, Flow, Invalid, Step, duration_text, flow,
+                             intent, numbered, scene, start_flow)
 from models.activities import (Activity, ActivityStatus, Audience, CancelError, CheckinError,
                                FamilyMember, Participant, Signup, SignupError, SignupStatus,
                                cancel_signup, check_in, confirm_signup, counts_for, hold_place,
@@ -17,7 +17,6 @@ from nlp.entities import find_code, parse_choice, parse_int, parse_when, parse_y
 from nlp.fuzzy import Catalog
 from nlp.normalize import compact
 
-HOLD_SECONDS = 120
 LIST_LIMIT = 8
 
 # Words that say what the resident wants rather than which activity (stripped before matching).
@@ -149,7 +148,16 @@ async def _prefill_signup(ctx: Ctx, slots: dict) -> None:
     elif len(found) > 1:
         slots["_choices"] = [a.id for a in found]
     if _wants_family(ctx):
-        slots["who"] = "family"
+        slots["who"] = await _for_family(ctx, slots)
+
+
+async def _for_family(ctx: Ctx, slots: dict) -> str:
+    """Family members already known are offered; with none, their name and age are asked."""
+    slots["_family"] = [m.id for m in await FamilyMember.filter(resident_id=ctx.resident.id)
+                        .order_by("id")]
+    if not slots["_family"]:
+        slots["member"] = "new"
+    return "family"
 
 
 async def _activity_prompt(ctx: Ctx, slots: dict) -> str:
@@ -181,21 +189,17 @@ async def _who_prompt(ctx: Ctx, slots: dict) -> str:
 
 async def _parse_who(ctx: Ctx, slots: dict) -> str:
     index = parse_choice(ctx.text, 2)
-    if index:
-        return "self" if index == 1 else "family"
-    if _wants_family(ctx):
-        return "family"
+    if index == 1:
+        return "self"
+    if index == 2 or _wants_family(ctx):
+        return await _for_family(ctx, slots)
     if any(w in compact(ctx.text) for w in ("自己", "本人", "我")):
         return "self"
     raise Invalid("请回复1(自己)或2(家人)。")
 
 
 async def _member_prompt(ctx: Ctx, slots: dict) -> str:
-    family = await FamilyMember.filter(resident_id=ctx.resident.id).order_by("id")
-    if not family:
-        slots["member"] = "new"
-        return await _member_name_prompt(ctx, slots)
-    slots["_family"] = [m.id for m in family]
+    family = await FamilyMember.filter(id__in=slots["_family"]).order_by("id")
     options = [f"{m.name}({m.age}岁)" if m.age else m.name for m in family] + ["其他家人"]
     return "给哪位家人报名?回复数字:\n" + numbered(options)
 
@@ -209,10 +213,6 @@ async def _parse_member(ctx: Ctx, slots: dict):
         if member.name in ctx.text:
             return member.id
     raise Invalid("请回复列表里的数字。")
-
-
-async def _member_name_prompt(ctx: Ctx, slots: dict) -> str:
-    return "请告诉我家人的姓名(例如孩子的名字),以后报名就不用再问了。"
 
 
 async def _parse_member_name(ctx: Ctx, slots: dict) -> str:
@@ -250,7 +250,7 @@ async def _confirm_signup_prompt(ctx: Ctx, slots: dict) -> str:
     participant = await _participant(ctx, slots)
     try:
         signup = await hold_place(activity.id, ctx.resident.id, participant, now=ctx.now,
-                                  hold_seconds=HOLD_SECONDS)
+                                  hold_seconds=ctx.config.hold_seconds)
     except SignupError as exc:
         raise EndFlow(str(exc)) from None
     if signup.status in (SignupStatus.CONFIRMED, SignupStatus.CHECKED_IN):
@@ -262,7 +262,7 @@ async def _confirm_signup_prompt(ctx: Ctx, slots: dict) -> str:
     head = f"报名“{activity.title}”\n时间:{local_text(activity.start_at)}\n参加人:{participant.name}\n"
     if signup.status == SignupStatus.HELD:
         left = (await counts_for([activity.id], ctx.now))[activity.id].places_left(activity.capacity)
-        return (f"{head}已为您保留一个名额{HOLD_SECONDS // 60}分钟(保留后还剩{left}个)。"
+        return (f"{head}已为您保留一个名额{duration_text(ctx.config.hold_seconds)}(保留后还剩{left}个)。"
                 "确认报名请回复“是”。")
     slots["waitlist"] = True
     return f"{head}名额已经满了。要加入候补名单吗?有人退出会按顺序递补并通知您。加入请回复“是”。"
@@ -303,7 +303,8 @@ flow(Flow("signup", "活动报名", [
     Step("who", _who_prompt, _parse_who, example="例如:1", when=lambda s: s.get("_kids")),
     Step("member", _member_prompt, _parse_member, example="例如:1",
          when=lambda s: s.get("who") == "family"),
-    Step("member_name", _member_name_prompt, _parse_member_name, example="例如:李小明",
+    Step("member_name", "请告诉我家人的姓名(例如孩子的名字),以后报名就不用再问了。",
+         _parse_member_name, example="例如:李小明",
          when=_new_member),
     Step("member_age", "孩子几岁了?", _parse_member_age, example="例如:8", when=_new_member),
     Step("confirm", _confirm_signup_prompt, _parse_signup_confirm, example="例如:是"),

@@ -43,6 +43,7 @@ class EngineConfig:
     state_idle_seconds: int = 1800
     max_misses: int = 3
     tz: Any = None  # zoneinfo for local dates and times
+    hold_seconds: int = 120  # a place kept while a resident confirms a signup
 
 
 class Invalid(Exception):
@@ -297,6 +298,10 @@ def confirm_step(prompt: Prompt) -> Step:
     return Step("confirm", prompt, parse_confirm, example="例如回复:是")
 
 
+def duration_text(seconds: int) -> str:
+    return f"{seconds // 60}分钟" if seconds >= 60 else f"{seconds}秒"
+
+
 def numbered(options: Iterable[str]) -> str:
     return "\n".join(f"{i}. {opt}" for i, opt in enumerate(options, 1))
 
@@ -340,8 +345,7 @@ async def dispatch(ctx: Ctx) -> str | None:
     notes = []
     fs = ctx.flow
     if fs and ctx.now.timestamp() - ctx.state.get("updated", 0) > ctx.config.state_idle_seconds:
-        idle = ctx.config.state_idle_seconds
-        span = f"{idle // 60}分钟" if idle >= 60 else f"{idle}秒"
+        span = duration_text(ctx.config.state_idle_seconds)
         title = REGISTRY.flows[fs["name"]].title if fs["name"] in REGISTRY.flows else ""
         notes.append(f"刚才的“{title}”超过{span}没有回复,已自动结束。")
         await abort_flow(ctx)
