@@ -1,0 +1,160 @@
+"""Weighted keyword lexicons matched as substrings, longest first, with consumed spans.
+
+Shared by the intent classifier and the appeal categoriser. A lexicon maps keyword ->
+(label weights, concept tags). Matching finds every occurrence of every keyword, then
+accepts them longest first (earlier position on ties); an occurrence overlapping an
+already accepted one is dropped, so 取消报名 consumes its 报名.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .normalize import compact, fold_typos, mandarinize, normalize
+
+__all__ = ["Entry", "Lexicon", "prepare"]
+
+# Voice-input fillers and politeness that carry no intent.
+_FILLER_RE = re.compile(r"嗯+|呃+|那个|就是|然后|请问|麻烦你|麻烦|一下子")
+
+
+def prepare(text: str) -> str:
+    """normalize -> mandarinize -> compact -> fold typos -> drop fillers."""
+    t = mandarinize(normalize(text)).replace(" ", "")
+    t = fold_typos(t)
+    return _FILLER_RE.sub("", t)
+
+
+@dataclass
+class Entry:
+    weights: dict[str, float] = field(default_factory=dict)
+    tags: set[str] = field(default_factory=set)
+
+
+class Lexicon:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self._by_first: dict[str, list[str]] = {}
+
+    def add(self, keyword: str, label: str | None = None, weight: float = 0.0,
+            tag: str | None = None) -> None:
+        # Keywords are stored in the same form the text is prepared into.
+        kw = fold_typos(mandarinize(compact(str(keyword))))
+        if not kw:
+            return
+        e = self.entries.get(kw)
+        if e is None:
+            e = self.entries[kw] = Entry()
+        if label is not None:
+            # Max, not sum: Cantonese and Traditional spellings can fold onto one key.
+            e.weights[label] = max(e.weights.get(label, float("-inf")), float(weight))
+        if tag is not None:
+            e.tags.add(tag)
+
+    def freeze(self) -> None:
+        # A keyword carries the concept tags of every multi-character keyword inside it
+        # (积分规则 is also about 积分), so consuming a span never hides a concept.
+        # Single characters (报, 换) are too ambiguous to pass on.
+        tagged = [(kw, e.tags) for kw, e in self.entries.items() if e.tags and len(kw) >= 2]
+        for kw, e in self.entries.items():
+            for sub, tags in tagged:
+                if sub != kw and sub in kw:
+                    e.tags = e.tags | tags
+        by_first: dict[str, list[str]] = {}
+        for kw in self.entries:
+            by_first.setdefault(kw[0], []).append(kw)
+        for lst in by_first.values():
+            lst.sort(key=len, reverse=True)
+        self._by_first = by_first
+
+    def match(self, text: str) -> tuple[list[tuple[int, int, str]], bytearray]:
+        """Accepted (start, end, keyword) triples and the consumed-character mask."""
+        by_first = self._by_first
+        found = []
+        for i, ch in enumerate(text):
+            cands = by_first.get(ch)
+            if cands:
+                for kw in cands:
+                    if text.startswith(kw, i):
+                        found.append((i, i + len(kw), kw))
+        used = bytearray(len(text))
+        if not found:
+            return [], used
+        # Longest first; among equals, a keyword that scores beats a bare concept word
+        # (报名 over 我报 in 我报名); then leftmost.
+        found.sort(key=lambda m: (m[0] - m[1], not self.entries[m[2]].weights, m[0]))
+        accepted = []
+        for s, e, kw in found:
+            if any(used[s:e]):
+                continue
+            used[s:e] = b"\x01" * (e - s)
+            accepted.append((s, e, kw))
+        return accepted, used
+
+
+@dataclass
+class Rule:
+    all: tuple[str, ...]
+    any: tuple[str, ...]
+    none: tuple[str, ...]
+    label: str
+    weight: float
+
+
+class ScoreModel:
+    """Labels scored from a YAML lexicon: keywords, regex patterns, exact messages, rules."""
+
+    def __init__(self, data: dict, labels_key: str) -> None:
+        self.lexicon = Lexicon()
+        self.labels: list[str] = list((data.get(labels_key) or {}).keys())
+        for tag, words in (data.get("concepts") or {}).items():
+            for w in words or []:
+                self.lexicon.add(str(w), tag=tag)
+        self.patterns: list[tuple[re.Pattern[str], str, float]] = []
+        self.tag_patterns = [(re.compile(str(p)), str(tag))
+                             for tag, pats in (data.get("concept_patterns") or {}).items()
+                             for p in pats or []]
+        self.exact: dict[str, dict[str, float]] = {}
+        for label, spec in (data.get(labels_key) or {}).items():
+            spec = spec or {}
+            for kw, w in (spec.get("keywords") or {}).items():
+                self.lexicon.add(str(kw), label=label, weight=w)
+            for pat, w in (spec.get("patterns") or {}).items():
+                self.patterns.append((re.compile(str(pat)), label, float(w)))
+            for word, w in (spec.get("exact") or {}).items():
+                key = prepare(str(word)) or str(word).lower()
+                self.exact.setdefault(key, {})[label] = float(w)
+        self.rules = [
+            Rule(tuple(r.get("all") or ()), tuple(r.get("any") or ()), tuple(r.get("none") or ()),
+                 r["intent"] if "intent" in r else r["category"], float(r["weight"]))
+            for r in data.get("rules") or []
+        ]
+        self.lexicon.freeze()
+
+    def score(self, text: str) -> tuple[dict[str, float], set[str], bytearray]:
+        """Scores per label for prepared text, the concept tags seen, the consumed mask."""
+        scores: dict[str, float] = {}
+        tags: set[str] = set()
+        accepted, used = self.lexicon.match(text)
+        entries = self.lexicon.entries
+        for _s, _e, kw in accepted:
+            e = entries[kw]
+            for label, w in e.weights.items():
+                scores[label] = scores.get(label, 0.0) + w
+            if e.tags:
+                tags |= e.tags
+        for rx, tag in self.tag_patterns:
+            if tag not in tags and rx.search(text):
+                tags.add(tag)
+        for rx, label, w in self.patterns:
+            if rx.search(text):
+                scores[label] = scores.get(label, 0.0) + w
+        ex = self.exact.get(text)
+        if ex:
+            for label, w in ex.items():
+                scores[label] = scores.get(label, 0.0) + w
+        for r in self.rules:
+            if all(t in tags for t in r.all) and (not r.any or any(t in tags for t in r.any)) \
+                    and not any(t in tags for t in r.none):
+                scores[r.label] = scores.get(r.label, 0.0) + r.weight
+        return scores, tags, used
