@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
@@ -50,7 +51,8 @@ async def _background(app: web.Application):
 
 async def healthz(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
-    report = {"database": "ok", "redis": "not configured", "store": request.app[keys.STORE].kind}
+    report = {"database": "ok", "redis": "not configured", "store": request.app[keys.STORE].kind,
+              "pid": os.getpid()}
     status = 200
     try:
         await db.ping()
