@@ -50,8 +50,8 @@ async def media(ctx: Ctx) -> str:
 _NOT_YET = {
     "activity_list": "社区活动", "activity_signup": "活动报名", "activity_cancel": "取消报名",
     "my_activities": "我的报名", "checkin": "活动签到", "points_balance": "积分查询",
-    "points_history": "积分明细", "points_rules": "积分规则", "reward_list": "积分兑换",
-    "reward_redeem": "积分兑换", "service_booking": "预约服务", "appeal_file": "有事找居委",
+    "points_history": "积分明细", "points_rules": "积分规则",
+    "service_booking": "预约服务", "appeal_file": "有事找居委",
     "appeal_status": "诉求进度", "appeal_rate": "诉求评价", "survey": "问卷调查",
     "human": "转人工",
 }

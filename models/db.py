@@ -13,6 +13,7 @@ MODEL_MODULES = [
     "models.outbox",
     "models.points",
     "models.activities",
+    "models.rewards",
 ]
 
 

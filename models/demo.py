@@ -54,6 +54,8 @@ async def seed_demo() -> None:
     await seed_activities(communities)
     committee = await Organisation.get(name="汇侨北社区居委会")
     await add_staff(DEMO_STAFF_OPENID, "社工小王", committee)
+    from models.rewards_admin import seed_rewards
+    await seed_rewards()
 
 
 # The seed article's activities, placed in the coming weeks so the demo always has some.
