@@ -113,6 +113,115 @@ def cmd_export_signups(settings: Settings, args) -> None:
     print("\n".join(str(p) for p in paths))
 
 
+def cmd_merchant_create(settings: Settings, args) -> None:
+    from models.rewards_admin import create_merchant
+    m = _admin(settings, lambda: create_merchant(args.name, address=args.address, contact=args.contact,
+                                                 community=args.community, street=args.street))
+    print(f"商家“{m.name}”编号{m.id}")
+
+
+def cmd_merchant_add(settings: Settings, args) -> None:
+    from models.rewards_admin import add_merchant_staff
+    r = _admin(settings, add_merchant_staff, args.openid, args.name, args.merchant)
+    print(f"已添加商家店员 {r.id}({args.merchant}),发送“核销 兑换码”即可核销")
+
+
+def cmd_merchant_list(settings: Settings, args) -> None:
+    from models.rewards import Merchant
+
+    async def rows():
+        return await Merchant.all().order_by("id").prefetch_related("community", "street")
+    for m in asyncio.run(_db(rows)(settings)):
+        where = m.community.name if m.community else (m.street.name if m.street else "全区")
+        print(f"{m.id}\t{m.name}\t{where}\t{m.address}\t{m.contact}")
+
+
+def cmd_reward_add(settings: Settings, args) -> None:
+    from models.rewards_admin import add_reward
+    r = _admin(settings, lambda: add_reward(
+        args.merchant, args.name, args.points, args.stock, kind=args.kind,
+        monthly_limit=args.monthly_limit, valid_days=args.valid_days, deduct_yuan=args.deduct_yuan,
+        min_spend_yuan=args.min_spend_yuan, description=args.description))
+    print(f"兑换项目“{r.name}”编号{r.id}:{r.points}积分,库存{r.stock}")
+
+
+def cmd_reward_list(settings: Settings, args) -> None:
+    from models.rewards_admin import list_rewards
+    for r in asyncio.run(_db(list_rewards)(settings)):
+        limit = f"每月限{r.monthly_limit}次" if r.monthly_limit else "不限次"
+        state = "" if r.active else "\t已下架"
+        print(f"{r.id}\t{r.merchant.name}\t{r.summary}\t{r.points}积分\t库存{r.stock}\t{limit}\t"
+              f"{r.valid_days}天有效{state}")
+
+
+def cmd_rule_set(settings: Settings, args) -> None:
+    from models.rewards_admin import set_points_rule
+    rules = _admin(settings, set_points_rule, args.community, args.code, args.points, args.name,
+                   args.cap)
+    for r in rules:
+        print(f"{r.code}\t{r.name}\t{r.points}分\t每天最多{r.daily_cap}次")
+
+
+def cmd_rule_list(settings: Settings, args) -> None:
+    from models.admin import community_by_name
+    from models.rewards import rule_table
+
+    async def rows():
+        c = await community_by_name(args.community) if args.community else None
+        return await rule_table(c.id if c else None)
+    for r in _admin(settings, rows):
+        print(f"{r.code}\t{r.name}\t{r.points}分\t每天最多{r.daily_cap}次")
+
+
+def _add_reward_commands(sub) -> None:
+    """merchant create/add/list, reward add/list, rule set/list."""
+    merchant = sub.add_parser("merchant", help="partner merchants and their staff").add_subparsers(
+        dest="action", required=True)
+    s = merchant.add_parser("create", help="create (or update) a partner merchant")
+    s.add_argument("--name", required=True)
+    s.add_argument("--address", default="")
+    s.add_argument("--contact", default="")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--community", help="serves this community")
+    where.add_argument("--street", help="serves every community of this street")
+    s.set_defaults(fn=cmd_merchant_create)
+    s = merchant.add_parser("add", help="a merchant's staff member who verifies codes")
+    for flag in ("--openid", "--name", "--merchant"):
+        s.add_argument(flag, required=True)
+    s.set_defaults(fn=cmd_merchant_add)
+    merchant.add_parser("list").set_defaults(fn=cmd_merchant_list)
+
+    reward = sub.add_parser("reward", help="what points buy").add_subparsers(dest="action",
+                                                                              required=True)
+    s = reward.add_parser("add", help="add (or update) a reward of a merchant")
+    s.add_argument("--merchant", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--points", type=int, required=True)
+    s.add_argument("--stock", type=int, required=True)
+    s.add_argument("--kind", default="goods", choices=("goods", "service", "voucher"))
+    s.add_argument("--monthly-limit", type=int, default=0, help="per resident per month; 0 = none")
+    s.add_argument("--valid-days", type=int, default=30, help="how long a code can be used")
+    s.add_argument("--deduct-yuan", type=int, default=0, help="voucher: yuan off the bill")
+    s.add_argument("--min-spend-yuan", type=int, default=0, help="voucher: smallest bill")
+    s.add_argument("--description", default="")
+    s.set_defaults(fn=cmd_reward_add)
+    reward.add_parser("list").set_defaults(fn=cmd_reward_list)
+
+    rule = sub.add_parser("rule", help="points rules for staff awards").add_subparsers(
+        dest="action", required=True)
+    s = rule.add_parser("set", help="points (and name, daily cap) of a rule")
+    s.add_argument("--community", help="default: the district-wide rule")
+    s.add_argument("--code", required=True,
+                   help="volunteer, meeting, neighbour_help, facility, suggestion, or a new code")
+    s.add_argument("--points", type=int, required=True, help="0 switches the rule off")
+    s.add_argument("--name")
+    s.add_argument("--cap", type=int, help="awards per resident per day")
+    s.set_defaults(fn=cmd_rule_set)
+    s = rule.add_parser("list")
+    s.add_argument("--community")
+    s.set_defaults(fn=cmd_rule_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="云芳邻社区服务号")
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--activity", type=int, required=True)
     s.add_argument("--out", help="path without extension (default exports/signups-ID)")
     s.set_defaults(fn=cmd_export_signups)
+    _add_reward_commands(sub)
     return p
 
 

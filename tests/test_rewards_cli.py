@@ -1,0 +1,83 @@
+"""Merchant, reward and points-rule commands, run as an operator would, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/rewards-cli.sqlite3"
+    base = request.getfixturevalue("postgres_url")
+    name = urlparse(base).path.lstrip("/") + "_rwcli"
+
+    async def fresh() -> None:
+        conn = await asyncpg.connect(base.rsplit("/", 1)[0] + "/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(fresh())
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def run(url: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": url}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_merchant_reward_and_rule_commands(database_url):
+    run(database_url, "init-db")
+    run(database_url, "seed-demo")
+    run(database_url, "seed-demo")  # idempotent: rewards once, stock untouched
+    rewards = run(database_url, "reward", "list").stdout.splitlines()
+    assert len(rewards) == 12
+    assert any("悦丝美发\t人气头疗\t100积分" in line for line in rewards)
+    assert any("抽纸\t50积分" in line for line in rewards)
+    assert any("理发积分抵扣:结账抵扣10元(满30元可用)" in line for line in rewards)
+
+    out = run(database_url, "merchant", "create", "--name", "街坊五金店", "--address", "汇侨路9号",
+              "--contact", "020-1234", "--community", "汇侨北社区").stdout
+    assert "商家“街坊五金店”编号" in out
+    assert "已添加商家店员" in run(database_url, "merchant", "add", "--openid", "o-hw",
+                                  "--name", "五金店老板", "--merchant", "街坊五金店").stdout
+    bad = run(database_url, "merchant", "add", "--openid", "o-x", "--name", "某人",
+              "--merchant", "火星店", ok=False)
+    assert bad.returncode != 0 and "没有名为“火星店”的商家" in bad.stderr
+    assert "街坊五金店\t汇侨北社区" in run(database_url, "merchant", "list").stdout
+
+    out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
+              "--points", "30", "--stock", "20", "--kind", "service", "--monthly-limit", "1").stdout
+    assert "兑换项目“磨刀”编号" in out and "30积分,库存20" in out
+    bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "抵扣",
+              "--points", "50", "--stock", "5", "--kind", "voucher", ok=False)
+    assert "抵扣金额" in bad.stderr
+    bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "坏",
+              "--points", "0", "--stock", "5", ok=False)
+    assert "所需积分必须大于0" in bad.stderr
+
+    out = run(database_url, "rule", "set", "--community", "汇侨北社区", "--code", "meeting",
+              "--points", "80", "--cap", "2").stdout
+    assert "meeting\t参加居民议事会\t80分\t每天最多2次" in out
+    assert "meeting\t参加居民议事会\t50分\t每天最多1次" in run(database_url, "rule", "list").stdout
+    assert "80分" in run(database_url, "rule", "list", "--community", "汇侨北社区").stdout
+    bad = run(database_url, "rule", "set", "--community", "火星社区", "--code", "meeting",
+              "--points", "10", ok=False)
+    assert "没有名为“火星社区”的社区" in bad.stderr
