@@ -71,6 +71,34 @@ def cmd_classify(settings: Settings, args) -> None:
                   flush=False)
 
 
+def cmd_worker(settings: Settings, args) -> None:
+    """The push dispatcher and the periodic jobs as their own process (several at once)."""
+    from bot.jobs import run_worker
+    asyncio.run(run_worker(settings.with_(push_in_process=False)))
+
+
+def cmd_menu_push(settings: Settings, args) -> None:
+    from bot.jobs import push_menu
+    from bot.wechat_api import WeChatError
+    try:
+        asyncio.run(push_menu(settings, args.file))
+    except (ValueError, WeChatError) as exc:
+        raise SystemExit(f"错误:{exc}") from None
+    print(f"自定义菜单已更新({args.file})")
+
+
+def cmd_fake_wechat(settings: Settings, args) -> None:
+    from tests.fake_wechat import serve
+    serve(args.host, args.port)
+
+
+def cmd_outbox_status(settings: Settings, args) -> None:
+    from models.outbox import status_counts
+    counts = asyncio.run(_db(status_counts)(settings))
+    for status, n in sorted(counts.items()):
+        print(f"{status:10} {n}")
+
+
 def _admin(settings: Settings, coro_fn, *args):
     from models.admin import AdminError
     try:
@@ -244,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("classify", help="classify stdin lines, one JSON object per line")
     s.add_argument("--appeal", action="store_true", help="categorise appeals instead")
     s.set_defaults(fn=cmd_classify)
+
+    sub.add_parser("worker", help="send the outbox and run the periodic jobs (production)"
+                   ).set_defaults(fn=cmd_worker)
+    s = sub.add_parser("menu").add_subparsers(dest="action", required=True).add_parser(
+        "push", help="create the custom menu from a JSON file")
+    s.add_argument("--file", default="docs/menu.json")
+    s.set_defaults(fn=cmd_menu_push)
+    s = sub.add_parser("fake-wechat", help="a fake WeChat API on loopback that prints each push")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9100)
+    s.set_defaults(fn=cmd_fake_wechat)
+    s = sub.add_parser("outbox").add_subparsers(dest="action", required=True).add_parser(
+        "status", help="count notices by status (unknown and flagged need a look)")
+    s.set_defaults(fn=cmd_outbox_status)
 
     s = sub.add_parser("resident").add_subparsers(dest="action", required=True).add_parser("add")
     for flag in ("--openid", "--name", "--phone", "--community"):

@@ -10,6 +10,7 @@ from aiohttp import web
 from bot import keys
 from bot.config import Settings
 from bot.conversation import Conversation
+from bot.jobs import push_ctx
 from bot.protocol import Codec
 from bot.store import make_store
 from bot.webhook import receive, verify_get
@@ -76,6 +77,9 @@ def init_app(settings: Settings | None = None) -> web.Application:
     # Order matters: cleanup runs in reverse, so background work finishes before the
     # store and the database close.
     app.cleanup_ctx.extend([_database, _store, _nlp, _background])
+    # The WeChat API client, and (settings.push_in_process) the push dispatcher and the
+    # periodic jobs; stopped first on shutdown.
+    app.cleanup_ctx.append(push_ctx(keys.STORE))
     app.router.add_get("/wechat", verify_get)
     app.router.add_post("/wechat", receive)
     app.router.add_get("/healthz", healthz)

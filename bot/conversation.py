@@ -10,6 +10,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from bot.config import Settings
+from bot.dispatcher import with_inbox
 from bot.store import LockTimeout, Store
 from handlers import dispatch
 from handlers.engine import Ctx, EngineConfig, Incoming
@@ -66,6 +67,8 @@ class Conversation:
         resident = await get_or_create_resident(incoming.openid)
         ctx = Ctx(incoming, resident, state, self.config)
         reply = await dispatch(ctx)
+        # Notices that could not be pushed wait in the inbox: shown before the reply.
+        reply = await with_inbox(incoming.openid, reply, incoming.now)
         if incoming.event != "unsubscribe":
             await touch_interaction(ctx.resident or resident, incoming.now, self.touch_interval)
         state["updated"] = incoming.now.timestamp()

@@ -13,6 +13,7 @@ MODEL_MODULES = [
     "models.outbox",
     "models.points",
     "models.activities",
+    "models.broadcasts",
     "models.rewards",
 ]
 
@@ -40,6 +41,8 @@ async def init_db(url: str, *, create_schema: bool = True) -> None:
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
     if create_schema:
         await Tortoise.generate_schemas(safe=True)
+        from models.outbox import ensure_columns  # noqa: PLC0415 - columns added later
+        await ensure_columns()
 
 
 async def close_db() -> None:

@@ -20,6 +20,9 @@ class OutboxStatus:
     FAILED = "failed"
     # No channel could reach the resident: shown the next time they write.
     INBOX = "inbox"
+    # The send went out and its outcome was never learnt (worker died, timeout): WeChat may
+    # have shown it, so it is not resent automatically (see bot/dispatcher.py).
+    UNKNOWN = "unknown"
 
 
 class Outbox(Model):
@@ -36,6 +39,13 @@ class Outbox(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     sent_at = fields.DatetimeField(null=True)
     last_error = fields.CharField(max_length=255, default="")
+    # Dispatcher bookkeeping (bot/dispatcher.py): which worker claimed the row and when, and
+    # when its request went on the wire (NULL = claimed but provably never sent).
+    claim = fields.CharField(max_length=32, default="")
+    claimed_at = fields.DatetimeField(null=True)
+    wire_at = fields.DatetimeField(null=True)
+    flagged_at = fields.DatetimeField(null=True)  # stuck past the limit: someone should look
+    broadcast_id = fields.IntField(null=True)  # indexed by ensure_columns()
 
     class Meta:
         table = "outbox"
@@ -54,3 +64,152 @@ async def enqueue(*rows: Outbox) -> None:
     """
     if rows:
         await Outbox.bulk_create(list(rows), ignore_conflicts=True)
+
+
+# Columns added after the first release: databases created before them get them on start-up
+# (generate_schemas(safe=True) creates missing tables only, never missing columns).
+_ADDED_COLUMNS = {
+    "claim": ("VARCHAR(32) NOT NULL DEFAULT ''", "VARCHAR(32) NOT NULL DEFAULT ''"),
+    "claimed_at": ("TIMESTAMPTZ", "TIMESTAMP"),
+    "wire_at": ("TIMESTAMPTZ", "TIMESTAMP"),
+    "flagged_at": ("TIMESTAMPTZ", "TIMESTAMP"),
+    "broadcast_id": ("INT", "INT"),
+}
+
+
+async def ensure_columns() -> None:
+    from tortoise import connections  # noqa: PLC0415
+
+    conn = connections.get("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    if postgres:
+        rows = await conn.execute_query_dict(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_name = 'outbox' AND table_schema = current_schema()")
+    else:
+        rows = await conn.execute_query_dict('PRAGMA table_info("outbox")')
+    have = {r["name"] for r in rows}
+    for name, (pg_type, sqlite_type) in _ADDED_COLUMNS.items():
+        if name not in have:
+            await conn.execute_script(
+                f'ALTER TABLE "outbox" ADD COLUMN "{name}" {pg_type if postgres else sqlite_type}')
+    await conn.execute_script(
+        'CREATE INDEX IF NOT EXISTS "idx_outbox_status_due" ON "outbox" ("status", "due_at")')
+    await conn.execute_script(
+        'CREATE INDEX IF NOT EXISTS "idx_outbox_broadcast" ON "outbox" ("broadcast_id")')
+
+
+# ---------------------------------------------------------------------------- dispatcher side
+# Every change below is conditional on the claim token, so a worker that lost its row to
+# the reconciler (it was too slow, not dead) can neither send it nor overwrite its outcome.
+
+async def claim_due(token: str, now: datetime, limit: int) -> list[Outbox]:
+    """Mark up to `limit` due rows in flight for this worker and return them."""
+    from tortoise import connections  # noqa: PLC0415
+
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        # SKIP LOCKED: concurrent workers take disjoint batches without waiting on each other.
+        await conn.execute_query(
+            "UPDATE outbox SET status = 'in_flight', claim = $1, claimed_at = $2, wire_at = NULL "
+            "WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND due_at <= $2 "
+            "ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)", [token, now, limit])
+    else:
+        ids = await (Outbox.filter(status=OutboxStatus.PENDING, due_at__lte=now)
+                     .order_by("due_at", "id").limit(limit).values_list("id", flat=True))
+        if ids:  # the status condition makes a concurrent claim of the same row a no-op
+            await Outbox.filter(id__in=list(ids), status=OutboxStatus.PENDING).update(
+                status=OutboxStatus.IN_FLIGHT, claim=token, claimed_at=now, wire_at=None)
+    return await Outbox.filter(status=OutboxStatus.IN_FLIGHT, claim=token).order_by("due_at", "id")
+
+
+def _mine(row_id: int, token: str):
+    return Outbox.filter(id=row_id, claim=token, status=OutboxStatus.IN_FLIGHT)
+
+
+async def mark_wire(row_id: int, token: str, now: datetime) -> bool:
+    """Recorded just before the request leaves; False: the row is no longer ours, don't send."""
+    from tortoise.expressions import F  # noqa: PLC0415
+    return bool(await _mine(row_id, token).update(wire_at=now, attempts=F("attempts") + 1))
+
+
+async def mark_sent(row_id: int, token: str, channel: str, now: datetime) -> None:
+    await _mine(row_id, token).update(status=OutboxStatus.SENT, channel=channel, sent_at=now,
+                                      claim="", last_error="")
+
+
+async def mark_retry(row_id: int, token: str, due_at: datetime, error: str,
+                     channel: str = "") -> None:
+    """The request was refused or never left: sending again cannot make a duplicate."""
+    await _mine(row_id, token).update(status=OutboxStatus.PENDING, due_at=due_at, claim="",
+                                      wire_at=None, last_error=error[:255], channel=channel)
+
+
+async def mark_final(row_id: int, token: str, status: str, error: str, channel: str = "") -> None:
+    await _mine(row_id, token).update(status=status, claim="", last_error=error[:255],
+                                      channel=channel)
+
+
+async def release(ids: list[int], token: str) -> None:
+    """Give unsent claimed rows back untouched (rate limit or pause reached mid-batch)."""
+    if ids:
+        await Outbox.filter(id__in=ids, claim=token, status=OutboxStatus.IN_FLIGHT,
+                            wire_at=None).update(status=OutboxStatus.PENDING, claim="")
+
+
+async def stale_in_flight(before: datetime) -> list[Outbox]:
+    return await Outbox.filter(status=OutboxStatus.IN_FLIGHT, claimed_at__lt=before)
+
+
+async def reset_stale(row_id: int, claim: str) -> bool:
+    """A dead worker's row that provably never left: back to pending."""
+    return bool(await Outbox.filter(id=row_id, claim=claim, status=OutboxStatus.IN_FLIGHT,
+                                    wire_at=None).update(status=OutboxStatus.PENDING, claim=""))
+
+
+async def settle_stale(row_id: int, claim: str, status: str, error: str,
+                       now: datetime | None = None) -> bool:
+    """A dead worker's row that went on the wire: its outcome as learnt (or 'unknown')."""
+    changes = dict(status=status, claim="", last_error=error[:255])
+    if status == OutboxStatus.SENT:
+        changes["sent_at"] = now or utcnow()
+    elif status == OutboxStatus.PENDING:
+        changes["wire_at"] = None
+    return bool(await Outbox.filter(id=row_id, claim=claim, status=OutboxStatus.IN_FLIGHT)
+                .update(**changes))
+
+
+async def flag_stuck(now: datetime, older_than_seconds: float) -> int:
+    """Rows waiting far too long get flagged once (they keep their status)."""
+    from datetime import timedelta  # noqa: PLC0415
+    return await Outbox.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT],
+                               created_at__lt=now - timedelta(seconds=older_than_seconds),
+                               flagged_at=None).update(flagged_at=now)
+
+
+async def status_counts() -> dict[str, int]:
+    from tortoise.functions import Count  # noqa: PLC0415
+    rows = await Outbox.all().group_by("status").annotate(n=Count("id")).values("status", "n")
+    counts = {r["status"]: r["n"] for r in rows}
+    counts["flagged"] = await Outbox.filter(flagged_at__not_isnull=True,
+                                            status__in=[OutboxStatus.PENDING,
+                                                        OutboxStatus.IN_FLIGHT]).count()
+    return counts
+
+
+# ---------------------------------------------------------------------------- the inbox
+
+INBOX_SHOWN = 5
+
+
+async def take_inbox(openid: str, now: datetime, limit: int = INBOX_SHOWN) -> tuple[list[Outbox], int]:
+    """The oldest unread inbox notices (marked read: sent through channel 'inbox'), and how
+    many stay unread."""
+    rows = await (Outbox.filter(recipient=openid, status=OutboxStatus.INBOX)
+                  .order_by("created_at", "id").limit(limit))
+    if not rows:
+        return [], 0
+    await Outbox.filter(id__in=[r.id for r in rows], status=OutboxStatus.INBOX).update(
+        status=OutboxStatus.SENT, channel="inbox", sent_at=now)
+    left = await Outbox.filter(recipient=openid, status=OutboxStatus.INBOX).count()
+    return rows, left
