@@ -250,6 +250,33 @@ def _add_reward_commands(sub) -> None:
     s.set_defaults(fn=cmd_rule_list)
 
 
+def cmd_route_set(settings: Settings, args) -> None:
+    from models.appeals import route_set
+    print(_admin(settings, route_set, args.community, args.category, args.org))
+
+
+def cmd_deadline_set(settings: Settings, args) -> None:
+    from models.appeals import deadline_set
+    d = _admin(settings, deadline_set, args.category, args.accept_hours, args.resolve_days,
+               args.accept_warn_hours, args.resolve_warn_hours)
+    print(f"{args.category}:受理{d.accept_hours}小时,办结{d.resolve_days}个工作日,"
+          f"提前{d.accept_warn_hours}/{d.resolve_warn_hours}小时提醒")
+
+
+def cmd_report_appeals(settings: Settings, args) -> None:
+    from datetime import date, datetime, time, timedelta
+
+    from models.appeals import report_appeals
+    from models.clock import LOCAL_TZ
+    today = date.today()
+    start = date.fromisoformat(args.from_) if args.from_ else today.replace(day=1)
+    end = date.fromisoformat(args.to) if args.to else today
+    begin = datetime.combine(start, time(), LOCAL_TZ)
+    until = datetime.combine(end + timedelta(days=1), time(), LOCAL_TZ)  # --to is inclusive
+    out = Path(args.out or f"exports/appeals-{start}-{end}")
+    print("\n".join(str(p) for p in _admin(settings, report_appeals, begin, until, out)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="main.py", description="云芳邻社区服务号")
     sub = p.add_subparsers(dest="command", required=True)
@@ -319,6 +346,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="path without extension (default exports/signups-ID)")
     s.set_defaults(fn=cmd_export_signups)
     _add_reward_commands(sub)
+
+    s = sub.add_parser("route").add_subparsers(dest="action", required=True).add_parser(
+        "set", help="which organisation handles an appeal category in a community")
+    s.add_argument("--community", required=True)
+    s.add_argument("--category", required=True,
+                   help="facility, environment, safety, dispute, policy, living, suggestion, "
+                        "other, or help (volunteer-suited help)")
+    s.add_argument("--org", required=True, help="organisation name")
+    s.set_defaults(fn=cmd_route_set)
+
+    s = sub.add_parser("deadline").add_subparsers(dest="action", required=True).add_parser(
+        "set", help="appeal time limits for a category")
+    s.add_argument("--category", required=True)
+    s.add_argument("--accept-hours", type=int)
+    s.add_argument("--resolve-days", type=int, help="working days")
+    s.add_argument("--accept-warn-hours", type=int)
+    s.add_argument("--resolve-warn-hours", type=int)
+    s.set_defaults(fn=cmd_deadline_set)
+
+    s = sub.add_parser("report").add_subparsers(dest="what", required=True).add_parser(
+        "appeals", help="response, on-time and satisfaction figures as .xlsx and .csv")
+    s.add_argument("--from", dest="from_", help="first day, e.g. 2026-01-01 (default: 1st of month)")
+    s.add_argument("--to", help="last day, inclusive (default: today)")
+    s.add_argument("--out", help="path without extension (default exports/appeals-FROM-TO)")
+    s.set_defaults(fn=cmd_report_appeals)
     return p
 
 

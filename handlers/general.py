@@ -51,9 +51,8 @@ _NOT_YET = {
     "activity_list": "社区活动", "activity_signup": "活动报名", "activity_cancel": "取消报名",
     "my_activities": "我的报名", "checkin": "活动签到", "points_balance": "积分查询",
     "points_history": "积分明细", "points_rules": "积分规则",
-    "service_booking": "预约服务", "appeal_file": "有事找居委",
-    "appeal_status": "诉求进度", "appeal_rate": "诉求评价", "survey": "问卷调查",
-    "human": "转人工",
+    "service_booking": "预约服务",
+    "survey": "问卷调查",
 }
 
 
