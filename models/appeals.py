@@ -1076,3 +1076,35 @@ async def report_appeals(start: datetime, end: datetime, path) -> list:
     from models.exports import write_table  # noqa: PLC0415
     by_community, by_org = await appeal_figures(start, end)
     return write_table(path, FIGURE_HEADERS, [figure_row(f) for f in (*by_community, *by_org)])
+
+
+# ---------------------------------------------------------------------------- demo data
+
+DEMO_APPEAL_OPENID = "demo-resident-jx1"
+
+
+async def seed_demo_appeals(now: datetime) -> None:
+    """The seed article's story in 江夏第一社区: filed, accepted, sent up to 黄石街道,
+    resolved, rated. Idempotent: skipped when the demo resident already has an appeal."""
+    from models.residents import add_staff, register_resident  # noqa: PLC0415
+    community = await Community.get_or_none(name="江夏第一社区")
+    if community is None:
+        return
+    committee = await Organisation.get(name="江夏第一社区居委会")
+    street = await Organisation.filter(kind=OrgKind.SUBDISTRICT, street_id=community.street_id).first()
+    staff = await add_staff("demo-staff-jx1", "社工小黄", committee)
+    if street is not None:
+        await add_staff("demo-staff-hs", "街道老陈", street)
+    resident = await Resident.get_or_none(openid=DEMO_APPEAL_OPENID)
+    if resident is not None and await Appeal.filter(resident_id=resident.id).exists():
+        return
+    resident = await register_resident(DEMO_APPEAL_OPENID, community, "李女士", "13800138001")
+    start = now - timedelta(days=6)
+    appeal = await file_appeal(resident, NewAppeal(
+        "区人民医院门口原有通行道路因建设工程封闭,自行车与电动车均挤在人行道上通过,"
+        "现场道路拥挤,存在交通安全风险。", "safety", []), start)
+    await accept(appeal.id, staff, start + timedelta(hours=2))
+    if street is not None:
+        await escalate(appeal.id, staff, "需街道协调建设单位加快恢复交通", start + timedelta(hours=3))
+    await resolve(appeal.id, staff, "已联动黄石街道及建设单位,道路已恢复通行", start + timedelta(days=4))
+    await rate(appeal.id, resident, 5, "处理很及时", start + timedelta(days=4, hours=2))

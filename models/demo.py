@@ -56,6 +56,8 @@ async def seed_demo() -> None:
     await add_staff(DEMO_STAFF_OPENID, "社工小王", committee)
     from models.rewards_admin import seed_rewards
     await seed_rewards()
+    from models.appeals import seed_demo_appeals
+    await seed_demo_appeals(datetime.now(LOCAL_TZ))
 
 
 # The seed article's activities, placed in the coming weeks so the demo always has some.
