@@ -78,7 +78,7 @@ async def _prefill(ctx: Ctx, slots: dict) -> None:
 
 async def _confirm_prompt(ctx: Ctx, slots: dict) -> str:
     activity = await Activity.get(id=slots["activity"])
-    n = await audience_size(activity)
+    n = await audience_size(activity, ctx.resident)
     where = "本社区" if activity.community_id else "本街道"
     return (f"将把“{activity.title}”({local_text(activity.start_at)})通知{where}"
             f"{n}位开启了通知的居民;已通知过的人不会重复收到。确认发送请回复“是”。")

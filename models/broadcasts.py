@@ -51,8 +51,10 @@ def activity_text(activity: Activity) -> str:
             "(回复“退订通知”不再接收活动通知)")
 
 
-def _audience(community_id: int | None, street_id: int | None):
+def _audience(community_id: int | None, street_id: int | None, sender: Resident | None = None):
     q = Resident.filter(registered=True, active=True, notices_enabled=True)
+    if sender is not None:  # the staff member announcing it knows already
+        q = q.exclude(id=sender.id)
     if community_id:
         return q.filter(community_id=community_id)
     return q.filter(community__street_id=street_id)
@@ -79,9 +81,9 @@ async def may_announce(staff: Resident, activity: Activity) -> bool:
     return False
 
 
-async def audience_size(activity: Activity) -> int:
+async def audience_size(activity: Activity, sender: Resident | None = None) -> int:
     community_id, street_id = await _activity_scope(activity)
-    return await _audience(community_id, street_id).count()
+    return await _audience(community_id, street_id, sender).count()
 
 
 async def broadcast_activity(activity_id: int, staff: Resident | None,
@@ -101,7 +103,8 @@ async def broadcast_activity(activity_id: int, staff: Resident | None,
     async with in_transaction():
         told = set(await Outbox.filter(dedupe_key__startswith=prefix)
                    .values_list("dedupe_key", flat=True))
-        people = await _audience(community_id, street_id).order_by("id").values_list("id", "openid")
+        people = await (_audience(community_id, street_id, staff).order_by("id")
+                        .values_list("id", "openid"))
         b = await Broadcast.create(activity_id=activity.id, community_id=community_id,
                                    street_id=street_id, created_by=staff, text=text,
                                    audience=len(people))

@@ -4,7 +4,7 @@ Import them into a test module: `from tests.push_fixtures import fake, push  # n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -38,6 +38,7 @@ class Push:
     client: object
     fake: FakeWeChat
     wx: WeChat
+    apis: list = field(default_factory=list)
 
     @property
     def app(self):
@@ -53,7 +54,9 @@ class Push:
 
     def dispatcher(self, **changes) -> Dispatcher:
         settings = self.settings.with_(**changes) if changes else self.settings
-        return Dispatcher(settings, self.store, WeChatAPI(settings, self.store))
+        api = WeChatAPI(settings, self.store)
+        self.apis.append(api)
+        return Dispatcher(settings, self.store, api)
 
     async def resident(self, openid: str, *, seen_hours_ago: float | None = 1,
                        community: str = "汇侨北社区") -> Resident:
@@ -83,5 +86,8 @@ async def push(backend, tmp_path, request, fake, app_client):
     """The app (push loop off: tests drive the dispatcher) against the fake server."""
     settings = push_settings(backend, tmp_path, request, fake)
     client = await app_client(settings)
-    return Push(settings, client, fake, WeChat(client, settings.wechat_token,
-                                               settings.wechat_aes_key, settings.wechat_appid))
+    p = Push(settings, client, fake, WeChat(client, settings.wechat_token,
+                                            settings.wechat_aes_key, settings.wechat_appid))
+    yield p
+    for api in p.apis:
+        await api.close()
