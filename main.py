@@ -141,6 +141,32 @@ def cmd_export_signups(settings: Settings, args) -> None:
     print("\n".join(str(p) for p in paths))
 
 
+def cmd_service_add(settings: Settings, args) -> None:
+    from models.admin import add_service
+    service, sessions, slots = _admin(settings, lambda: add_service(
+        args.community, args.name, args.start, args.end, org=args.org, merchant=args.merchant,
+        slot_minutes=args.slot_minutes, capacity=args.capacity, weeks=args.weeks,
+        place=args.place, aliases=args.aliases))
+    print(f"服务“{service.name}”编号{service.id}:{len(sessions)}场、{slots}个时段")
+
+
+def cmd_survey_add(settings: Settings, args) -> None:
+    from models.admin import add_survey
+    survey, invited = _admin(settings, add_survey, Path(args.file), args.invite)
+    print(f"问卷“{survey.title}”编号{survey.id}" + (f",已邀请{invited}位居民" if args.invite else ""))
+
+
+def cmd_survey_invite(settings: Settings, args) -> None:
+    from models.admin import invite_survey
+    print(f"已邀请{_admin(settings, invite_survey, args.id)}位居民")
+
+
+def cmd_export_survey(settings: Settings, args) -> None:
+    from models.admin import export_survey
+    paths = _admin(settings, export_survey, args.id, Path(args.out or f"exports/survey-{args.id}"))
+    print("\n".join(str(p) for p in paths))
+
+
 def cmd_merchant_create(settings: Settings, args) -> None:
     from models.rewards_admin import create_merchant
     m = _admin(settings, lambda: create_merchant(args.name, address=args.address, contact=args.contact,
@@ -340,11 +366,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--place", default="")
     s.set_defaults(fn=cmd_activity_add)
 
-    s = sub.add_parser("export").add_subparsers(dest="what", required=True).add_parser(
-        "signups", help="write an activity's roster as .xlsx and .csv")
+    export = sub.add_parser("export").add_subparsers(dest="what", required=True)
+    s = export.add_parser("signups", help="write an activity's roster as .xlsx and .csv")
     s.add_argument("--activity", type=int, required=True)
     s.add_argument("--out", help="path without extension (default exports/signups-ID)")
     s.set_defaults(fn=cmd_export_signups)
+
+    s = export.add_parser("survey", help="write every response of a questionnaire as .xlsx and .csv")
+    s.add_argument("--id", type=int, required=True)
+    s.add_argument("--out", help="path without extension (default exports/survey-ID)")
+    s.set_defaults(fn=cmd_export_survey)
+
+    s = sub.add_parser("service").add_subparsers(dest="action", required=True).add_parser(
+        "add", help="a bookable service with weekly sessions cut into slots")
+    s.add_argument("--community", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--org", help="providing organisation")
+    s.add_argument("--merchant", help="providing merchant's openid")
+    s.add_argument("--start", required=True, help="first session, local time, e.g. 2026-12-19T09:00")
+    s.add_argument("--end", required=True, help="end of the session: 11:00 or a full time")
+    s.add_argument("--slot-minutes", type=int, default=30)
+    s.add_argument("--capacity", type=int, default=5, help="places per slot")
+    s.add_argument("--weeks", type=int, default=1, help="repeat weekly for this many weeks")
+    s.add_argument("--place", default="")
+    s.add_argument("--aliases", default="", help="other words for it, comma-separated")
+    s.set_defaults(fn=cmd_service_add)
+
+    survey = sub.add_parser("survey").add_subparsers(dest="action", required=True)
+    s = survey.add_parser("add", help="add a questionnaire from a YAML or JSON file")
+    s.add_argument("file")
+    s.add_argument("--invite", action="store_true", help="invite the target residents now")
+    s.set_defaults(fn=cmd_survey_add)
+    s = survey.add_parser("invite", help="invite the target residents (each once)")
+    s.add_argument("--id", type=int, required=True)
+    s.set_defaults(fn=cmd_survey_invite)
     _add_reward_commands(sub)
 
     s = sub.add_parser("route").add_subparsers(dest="action", required=True).add_parser(

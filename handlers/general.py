@@ -51,8 +51,6 @@ _NOT_YET = {
     "activity_list": "社区活动", "activity_signup": "活动报名", "activity_cancel": "取消报名",
     "my_activities": "我的报名", "checkin": "活动签到", "points_balance": "积分查询",
     "points_history": "积分明细", "points_rules": "积分规则",
-    "service_booking": "预约服务",
-    "survey": "问卷调查",
 }
 
 

@@ -86,3 +86,81 @@ async def add_activity(community: str, title: str, start: str, capacity: int, po
                                  community=target, organisation=committee, place=place,
                                  points_participant=points,
                                  contact=committee.contact if committee else "")
+
+
+# ---------------------------------------------------------------------------- services and surveys
+
+async def add_service(community: str, name: str, start: str, end: str, *, org: str | None = None,
+                      merchant: str | None = None, slot_minutes: int = 30, capacity: int = 5,
+                      weeks: int = 1, place: str = "", aliases: str = "") -> tuple:
+    """A service with `weeks` weekly sessions; returns (service, sessions, slot count)."""
+    from models.services import ServiceError, ServiceSlot, add_weekly_sessions, create_service
+
+    target = await community_by_name(community)
+    organisation = provider = None
+    if org:
+        organisation = await Organisation.get_or_none(name=org)
+        if organisation is None:
+            raise AdminError(f"没有名为“{org}”的组织")
+    if merchant:
+        provider = await Resident.get_or_none(openid=merchant)
+        if provider is None or not provider.has_role("merchant"):
+            raise AdminError(f"openid {merchant} 不是商家")
+    if not (organisation or provider):
+        raise AdminError("请用 --org 或 --merchant 指定提供方")
+    try:
+        start_at = datetime.fromisoformat(start)
+        end_at = datetime.fromisoformat(end) if "T" in end or "-" in end else datetime.combine(
+            start_at.date(), datetime.strptime(end, "%H:%M").time())
+    except ValueError:
+        raise AdminError(f"时间格式不对:{start} / {end}(例如 --start 2026-12-19T09:00 --end 11:00)") from None
+    start_at = start_at if start_at.tzinfo else start_at.replace(tzinfo=LOCAL_TZ)
+    end_at = end_at if end_at.tzinfo else end_at.replace(tzinfo=LOCAL_TZ)
+    if end_at <= start_at:
+        raise AdminError("结束时间要晚于开始时间")
+    try:
+        async with in_transaction():
+            service = await create_service(community_id=target.id, name=name, place=place,
+                                           organisation_id=organisation.id if organisation else None,
+                                           merchant_id=provider.id if provider else None,
+                                           aliases=aliases)
+            sessions = await add_weekly_sessions(service.id, start_at, end_at, weeks=weeks,
+                                                 slot_minutes=slot_minutes, capacity=capacity)
+    except ServiceError as exc:
+        raise AdminError(str(exc)) from None
+    slots = await ServiceSlot.filter(session_id__in=[s.id for s in sessions]).count()
+    return service, sessions, slots
+
+
+async def add_survey(path: Path, invite_now: bool = False) -> tuple:
+    """Load a questionnaire file; returns (survey, invitations written)."""
+    from models.clock import utcnow
+    from models.surveys import SurveyError, invite, load_definition, save_survey
+
+    try:
+        survey = await save_survey(load_definition(path))
+        invited = await invite(survey.id, utcnow()) if invite_now else 0
+    except SurveyError as exc:
+        raise AdminError(str(exc)) from None
+    return survey, invited
+
+
+async def invite_survey(survey_id: int) -> int:
+    from models.clock import utcnow
+    from models.surveys import Survey, SurveyError, invite
+
+    if not await Survey.exists(id=survey_id):
+        raise AdminError(f"没有编号为 {survey_id} 的问卷")
+    try:
+        return await invite(survey_id, utcnow())
+    except SurveyError as exc:
+        raise AdminError(str(exc)) from None
+
+
+async def export_survey(survey_id: int, path: Path) -> list[Path]:
+    from models.surveys import SurveyError, export_survey as write
+
+    try:
+        return await write(survey_id, path)
+    except SurveyError as exc:
+        raise AdminError(str(exc)) from None

@@ -13,6 +13,8 @@ MODEL_MODULES = [
     "models.outbox",
     "models.points",
     "models.activities",
+    "models.services",
+    "models.surveys",
     "models.appeals",
     "models.handover",
     "models.broadcasts",

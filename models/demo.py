@@ -56,6 +56,10 @@ async def seed_demo() -> None:
     await add_staff(DEMO_STAFF_OPENID, "社工小王", committee)
     from models.rewards_admin import seed_rewards
     await seed_rewards()
+    from models.services import seed_demo_services
+    from models.surveys import seed_demo_survey
+    await seed_demo_services()
+    await seed_demo_survey(datetime.now(LOCAL_TZ))
     from models.appeals import seed_demo_appeals
     await seed_demo_appeals(datetime.now(LOCAL_TZ))
 

@@ -17,7 +17,7 @@ from tortoise.functions import Count
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.clock import local, local_text
+from models.clock import LOCAL_TZ, local, local_text
 from models.db import locked
 from models.outbox import enqueue, notice
 from models.residents import Resident
@@ -347,3 +347,42 @@ async def write_booking_reminders(now: datetime, ahead: timedelta = timedelta(ho
                    f"booking-remind:{b.id}") for b in bookings]
     await enqueue(*rows)
     return len(rows)
+
+
+# ---------------------------------------------------------------------------- demo data
+
+# name, community, provider organisation, aliases, place, weekdays (Mon=0), start, end,
+# slot minutes, places per slot
+DEMO_SERVICES = [
+    ("磨刀", "汇侨北社区", "汇侨北社区志愿服务队", "磨剪刀,磨菜刀,磨较剪", "汇侨北社区党群服务中心门口",
+     (5,), (9, 0), (11, 0), 30, 5),
+    ("义诊", "汇侨北社区", "汇侨北社区社工服务站", "量血压,看病,体检", "汇侨北社区卫生服务站",
+     (2,), (14, 0), (16, 0), 30, 8),
+    ("长者助餐", "汇侨北社区", "汇侨北社区社工服务站", "助餐,长者饭堂,老人饭堂", "汇侨北社区长者饭堂",
+     (0, 1, 2, 3, 4), (11, 30), (12, 30), 60, 20),
+    ("义剪", "汇侨北社区", "汇侨北社区志愿服务队", "理发,剪头发,剪发,飞发", "汇侨北社区文体活动室",
+     (5,), (14, 0), (16, 0), 30, 3),
+    ("义诊", "南方医科大学社区", "南方医科大学社区志愿服务队", "量血压,看病,体检", "南方医科大学社区广场",
+     (6,), (9, 0), (11, 0), 30, 10),
+]
+
+
+async def seed_demo_services(weeks: int = 4) -> None:
+    """The pilot's services with sessions in the coming weeks; idempotent per session."""
+    from models.places import Community, Organisation  # noqa: PLC0415
+
+    today = datetime.now(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+    for (name, community_name, org_name, aliases, place, weekdays, (h0, m0), (h1, m1), minutes,
+         capacity) in DEMO_SERVICES:
+        community = await Community.get(name=community_name)
+        org = await Organisation.get(name=org_name)
+        service = await Service.get_or_none(community_id=community.id, name=name)
+        if service is None:
+            service = await create_service(community_id=community.id, name=name,
+                                           organisation_id=org.id, aliases=aliases, place=place)
+        for offset in range(1, weeks * 7 + 1):
+            day = today + timedelta(days=offset)
+            if day.weekday() in weekdays:
+                await add_session(service.id, day.replace(hour=h0, minute=m0),
+                                  day.replace(hour=h1, minute=m1), slot_minutes=minutes,
+                                  capacity=capacity)
