@@ -169,7 +169,7 @@ async def run_worker(settings: Settings, *, ready: Callable[[], None] | None = N
             from saq import Worker  # noqa: PLC0415
             queue = saq_queue(settings)
             worker = Worker(queue, [], cron_jobs=_saq_functions(jobs), concurrency=4,
-                            shutdown_grace_period_s=30)
+                            shutdown_grace_period_s=3)  # its upkeep loops sleep up to 60 s
             if ready:
                 ready()
             await worker.start()  # returns on SIGTERM/SIGINT (saq installs the handlers)
