@@ -80,31 +80,31 @@ def free_port() -> int:
 
 
 class Server:
-    """`python main.py serve --workers N` in its own process group."""
+    """A server in its own process group: `python main.py serve --workers N` by default."""
 
-    def __init__(self, env: dict, workers: int) -> None:
+    def __init__(self, env: dict, workers: int = 1, cmd: list[str] | None = None) -> None:
         self.port = free_port()
         self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
-        self.workers = workers
+        self.cmd = cmd or [sys.executable, "main.py", "serve", "--workers", str(workers)]
         self.proc: subprocess.Popen | None = None
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> "Server":
-        self.proc = subprocess.Popen([sys.executable, "main.py", "serve", "--workers",
-                                      str(self.workers)], cwd=ROOT, env=self.env,
-                                     start_new_session=True, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    async def wait_ready(self) -> None:
         async with aiohttp.ClientSession() as session:
-            for _ in range(120):
+            for _ in range(240):
                 try:
                     async with session.get(self.base + "/healthz") as resp:
                         if resp.status == 200:
-                            # every worker answers once it is up; give the others a moment
+                            # with several workers, give the others a moment to bind too
                             await asyncio.sleep(1.0)
-                            return self
+                            return
                 except aiohttp.ClientError:
                     pass
                 if self.proc.poll() is not None:
@@ -112,10 +112,22 @@ class Server:
                 await asyncio.sleep(0.25)
         raise RuntimeError("server did not start")
 
-    async def __aexit__(self, *exc) -> None:
+    def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def __aenter__(self) -> "Server":
+        self.start()
+        try:
+            await self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop()

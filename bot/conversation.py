@@ -19,42 +19,42 @@ from models.residents import get_or_create_resident, touch_interaction
 
 log = logging.getLogger(__name__)
 
+# handle() returns this for a message already claimed by an earlier delivery (a WeChat retry).
+DUPLICATE = object()
 SORRY = "抱歉,系统开小差了,刚才的话没有办成。请稍后再试,或回复“转人工”。"
 BUSY = "您刚才的消息还在处理中,请稍等片刻再发。"
-
-
-class StateStore:
-    """Dialogue state as JSON with a TTL; kept a day past the idle limit so expiry can be told."""
-
-    def __init__(self, store: Store, idle_seconds: int) -> None:
-        self.store = store
-        self.ttl = idle_seconds + 86400
-
-    async def load(self, openid: str) -> dict:
-        raw = await self.store.get("state:" + openid)
-        return json.loads(raw) if raw else {}
-
-    async def save(self, openid: str, state: dict) -> None:
-        await self.store.set("state:" + openid, json.dumps(state, ensure_ascii=False), self.ttl)
 
 
 class Conversation:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.states = StateStore(store, settings.state_idle_seconds)
+        # Dialogue state is kept a day past the idle limit, so that its expiry can be told.
+        self.state_ttl = settings.state_idle_seconds + 86400
         self.config = EngineConfig(state_idle_seconds=settings.state_idle_seconds,
                                    max_misses=settings.max_misses, tz=ZoneInfo(settings.timezone),
                                    hold_seconds=settings.signup_hold_seconds)
         self.touch_interval = timedelta(seconds=settings.touch_interval_seconds)
 
-    async def handle(self, incoming: Incoming) -> str | None:
-        """Never raises: a resident gets an apology, never a stack trace."""
+    async def handle(self, incoming: Incoming, claim: str | None = None):
+        """The reply (None for none), or DUPLICATE if `claim` was taken by an earlier delivery.
+
+        The claim is made under the resident's lock, so that a burst is handled in arrival
+        order and a retry never runs the handler again. Never raises: a resident gets an
+        apology, never a stack trace.
+        """
         try:
-            async with self.store.lock("openid:" + incoming.openid,
-                                       timeout=self.settings.lock_timeout_seconds,
-                                       wait=self.settings.lock_timeout_seconds):
-                return await self._turn(incoming)
+            # The state is read only once the resident's lock is held, and saved before release.
+            async with self.store.guard("openid:" + incoming.openid, "state:" + incoming.openid,
+                                        timeout=self.settings.lock_timeout_seconds,
+                                        wait=self.settings.lock_timeout_seconds) as guarded:
+                if claim and not await self.store.set_nx("dedupe:" + claim, "1",
+                                                          self.settings.dedupe_ttl_seconds):
+                    return DUPLICATE
+                state = json.loads(guarded.value) if guarded.value else {}
+                reply = await self._turn(incoming, state)
+                guarded.save(json.dumps(state, ensure_ascii=False), self.state_ttl)
+                return reply
         except LockTimeout:
             log.warning("lock timeout for %s", incoming.openid)
             return BUSY
@@ -62,8 +62,7 @@ class Conversation:
             log.exception("handler failed for %s kind=%s", incoming.openid, incoming.kind)
             return SORRY
 
-    async def _turn(self, incoming: Incoming) -> str | None:
-        state = await self.states.load(incoming.openid)  # loaded only after the lock is held
+    async def _turn(self, incoming: Incoming, state: dict) -> str | None:
         resident = await get_or_create_resident(incoming.openid)
         ctx = Ctx(incoming, resident, state, self.config)
         reply = await dispatch(ctx)
@@ -72,7 +71,6 @@ class Conversation:
         if incoming.event != "unsubscribe":
             await touch_interaction(ctx.resident or resident, incoming.now, self.touch_interval)
         state["updated"] = incoming.now.timestamp()
-        await self.states.save(incoming.openid, state)
         return reply
 
     async def deliver_late(self, openid: str, key: str, reply: str | None) -> None:

@@ -6,6 +6,7 @@ import multiprocessing
 import signal
 import time
 
+import uvloop
 from aiohttp import web
 
 from bot.app import init_app
@@ -26,8 +27,9 @@ def _serve_one(settings: Settings, reuse_port: bool) -> None:
 
     app = init_app(settings)
     app.on_startup.append(announce)
+    # uvloop: a faster event loop for the same code (every message pays the loop's overhead).
     web.run_app(app, host=settings.host, port=settings.port, reuse_port=reuse_port or None,
-                print=None, access_log=None)
+                print=None, access_log=None, loop=uvloop.new_event_loop())
 
 
 def serve(settings: Settings, workers: int = 1) -> None:

@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import LockError
 
 
 class LockTimeout(Exception):
     """The lock could not be taken in time."""
+
+
+class Guarded:
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+        self.pending: tuple[str, float] | None = None
+
+    def save(self, value: str, ttl: float) -> None:
+        self.pending = (value, ttl)
 
 
 class Store:
@@ -32,6 +41,12 @@ class Store:
 
     def lock(self, name: str, *, timeout: float, wait: float) -> "AsyncIterator[None]":
         """Held for at most `timeout` s; LockTimeout if not taken within `wait` s."""
+        raise NotImplementedError
+
+    def guard(self, name: str, key: str, *, timeout: float, wait: float) -> "AsyncIterator[Guarded]":
+        """`lock(name)` plus the value of `key` read once the lock is held; a value given to
+        `Guarded.save` is written when the lock is released. On Redis that is one round trip
+        in and one out (every message pays for this, so it matters)."""
         raise NotImplementedError
 
     async def wait_for(self, key: str, timeout: float, interval: float = 0.05) -> str | None:
@@ -107,6 +122,14 @@ class MemoryStore(Store):
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(name, None)
 
+    @asynccontextmanager
+    async def guard(self, name: str, key: str, *, timeout: float, wait: float) -> AsyncIterator[Guarded]:
+        async with self.lock(name, timeout=timeout, wait=wait):
+            guarded = Guarded(await self.get(key))
+            yield guarded
+            if guarded.pending:
+                await self.set(key, *guarded.pending)
+
 
 class RedisStore(Store):
     kind = "redis"
@@ -149,20 +172,53 @@ class RedisStore(Store):
         await self.redis.aclose()
         await self.redis.connection_pool.disconnect()
 
+    # Delete the lock only if it is still ours (it may have expired and been taken since).
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+    async def _acquire(self, lock_key: str, token: str, timeout: float, wait: float,
+                       read: str | None) -> str | None:
+        """SET NX the lock (and GET `read` in the same round trip) until taken or `wait` ends."""
+        deadline = time.monotonic() + wait
+        while True:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(lock_key, token, nx=True, px=max(1, int(timeout * 1000)))
+                if read is not None:
+                    pipe.get(read)
+                results = await pipe.execute()
+            if results[0]:
+                return results[1] if read is not None else None
+            if time.monotonic() >= deadline:
+                raise LockTimeout(lock_key)
+            await asyncio.sleep(0.005)
+
+    async def _release(self, lock_key: str, token: str, write: tuple[str, str, float] | None) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if write is not None:
+                key, value, ttl = write
+                pipe.set(key, value, px=max(1, int(ttl * 1000)))
+            pipe.eval(self._RELEASE, 1, lock_key, token)
+            await pipe.execute()
+
     @asynccontextmanager
     async def lock(self, name: str, *, timeout: float, wait: float) -> AsyncIterator[None]:
         async with self._local.lock(name, timeout=timeout, wait=wait):
-            lock = self.redis.lock(self.k("lock:" + name), timeout=timeout, sleep=0.01,
-                                   blocking_timeout=wait)
-            if not await lock.acquire():
-                raise LockTimeout(name)
+            lock_key, token = self.k("lock:" + name), uuid.uuid4().hex
+            await self._acquire(lock_key, token, timeout, wait, None)
             try:
                 yield
             finally:
-                try:
-                    await lock.release()
-                except LockError:  # expired while held: someone else may own it now
-                    pass
+                await self._release(lock_key, token, None)
+
+    @asynccontextmanager
+    async def guard(self, name: str, key: str, *, timeout: float, wait: float) -> AsyncIterator[Guarded]:
+        async with self._local.lock(name, timeout=timeout, wait=wait):
+            lock_key, token = self.k("lock:" + name), uuid.uuid4().hex
+            guarded = Guarded(await self._acquire(lock_key, token, timeout, wait, self.k(key)))
+            try:
+                yield guarded
+            finally:
+                write = (self.k(key), *guarded.pending) if guarded.pending else None
+                await self._release(lock_key, token, write)
 
 
 def make_store(redis_url: str | None, prefix: str = "yfl:") -> Store:

@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 
 from bot import keys
+from bot.conversation import DUPLICATE
 from bot.protocol import Refused, dedupe_key, parse, render_text, split_reply, to_incoming, verify
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,20 @@ async def answer(app: web.Application, msg) -> str | None:
     conversation = app[keys.CONVERSATION]
     key = dedupe_key(msg)
     budget = settings.reply_budget_seconds
+    loop = asyncio.get_running_loop()
+    started = loop.time()
 
-    if not await store.set_nx("dedupe:" + key, "1", settings.dedupe_ttl_seconds):
-        cached = await store.wait_for("reply:" + key, budget)
-        log.info("retry of %s answered from %s", key, "cache" if cached else "nothing yet")
-        return None if cached in (None, "", LATE) else cached
-
+    # Created before any await: the resident's lock is FIFO, so a burst keeps its arrival
+    # order; the dedupe claim is made under that lock (see Conversation.handle).
     incoming = to_incoming(msg)
-    task = asyncio.create_task(conversation.handle(incoming))
+    task = asyncio.create_task(conversation.handle(incoming, claim=key))
     done, _ = await asyncio.wait({task}, timeout=budget)
     if task in done:
         reply = task.result()
+        if reply is DUPLICATE:  # a retry: the first delivery's reply, once it is there
+            cached = await store.wait_for("reply:" + key, max(0.0, budget - (loop.time() - started)))
+            log.info("retry of %s answered from %s", key, "cache" if cached else "nothing yet")
+            return None if cached in (None, "", LATE) else cached
         first, rest = _first_and_rest(reply, settings.reply_max_bytes)
         await store.set("reply:" + key, first or "", settings.dedupe_ttl_seconds)
         for i, part in enumerate(rest, 1):
@@ -92,9 +96,8 @@ async def answer(app: web.Application, msg) -> str | None:
         return first
 
     # Past the budget: answer `success` now; the reply follows through the outbox.
-    await store.set("reply:" + key, LATE, settings.dedupe_ttl_seconds)
     background = app[keys.BACKGROUND]
-    late = asyncio.create_task(_late(conversation, incoming.openid, key, task))
+    late = asyncio.create_task(_late(conversation, store, settings, incoming.openid, key, task))
     background.add(late)
     late.add_done_callback(background.discard)
     return None
@@ -107,9 +110,13 @@ def _first_and_rest(reply: str | None, max_bytes: int) -> tuple[str | None, list
     return parts[0], parts[1:]
 
 
-async def _late(conversation, openid: str, key: str, task: asyncio.Task) -> None:
+async def _late(conversation, store, settings, openid: str, key: str, task: asyncio.Task) -> None:
     try:
         reply = await task
+        if reply is DUPLICATE:
+            return
+        # Retries from now on answer `success`: the reply goes out once, through the outbox.
+        await store.set("reply:" + key, LATE, settings.dedupe_ttl_seconds)
         await conversation.deliver_late(openid, key, reply)
     except Exception:  # noqa: BLE001
         log.exception("late reply for %s could not be queued", openid)

@@ -1,6 +1,7 @@
 """Database set-up: one Tortoise configuration for SQLite (embedded) and PostgreSQL."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tortoise import Tortoise, connections
@@ -13,18 +14,26 @@ MODEL_MODULES = [
     "models.outbox",
     "models.points",
     "models.activities",
-    "models.services",
-    "models.surveys",
+    "models.broadcasts",
     "models.appeals",
     "models.handover",
-    "models.broadcasts",
+    "models.services",
+    "models.surveys",
     "models.rewards",
 ]
 
 
+def _with_pool(url: str) -> str:
+    """asyncpg's pool defaults to 5 connections: too few for 50 concurrent webhook requests."""
+    if url.startswith(("postgres://", "asyncpg://")) and "maxsize=" not in url:
+        size = os.environ.get("DB_POOL_SIZE", "20")
+        url += ("&" if "?" in url else "?") + f"minsize=1&maxsize={size}"
+    return url
+
+
 def tortoise_config(url: str) -> dict:
     return {
-        "connections": {"default": url},
+        "connections": {"default": _with_pool(url)},
         "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",

@@ -131,19 +131,17 @@ async def test_malformed_bodies_answer_success(client, wx, body):
     assert await Resident.all().count() == 0
 
 
-def _count_calls(app, delay: float = 0.0, method: str = "handle"):
-    """Wrap the conversation so the test sees how often and when it really ran.
-
-    `handle` is the whole turn; `_turn` is the part that runs under the resident's lock.
-    """
+def _count_calls(app, delay: float = 0.0, method: str = "_turn"):
+    """Wrap the conversation's turn (the work done under the resident's lock, after the
+    dedupe claim) so the test sees how often and when the handler really ran."""
     conversation = app[keys.CONVERSATION]
     original = getattr(conversation, method)
     calls: list[tuple[str, float, float]] = []
 
-    async def handle(incoming):
+    async def handle(incoming, *args, **kwargs):
         start = time.monotonic()
         await asyncio.sleep(delay)
-        reply = await original(incoming)
+        reply = await original(incoming, *args, **kwargs)
         calls.append((incoming.text, start, time.monotonic()))
         return reply
 
@@ -178,7 +176,7 @@ async def test_event_dedupe_by_create_time_and_key(client, wx):
 
 
 async def test_one_openid_is_handled_in_order_one_at_a_time(client, wx):
-    calls = _count_calls(client.app, delay=0.05, method="_turn")
+    calls = _count_calls(client.app, delay=0.05)
     texts = [f"你好{i}" for i in range(6)]
     tasks = []
     for t in texts:  # a burst, sent in this order

@@ -97,3 +97,50 @@ async def test_lock_wait_times_out(store):
 
 async def test_ping(store):
     assert await store.ping()
+
+
+async def test_guard_reads_under_the_lock_and_saves_on_release(store):
+    await store.set("g", "0", 10)
+
+    async def bump():
+        async with store.guard("G", "g", timeout=5, wait=5) as guarded:
+            value = int(guarded.value)
+            await asyncio.sleep(0.005)  # a lost update would show here
+            guarded.save(str(value + 1), 10)
+
+    await asyncio.gather(*(bump() for _ in range(20)))
+    assert await store.get("g") == "20"
+
+
+async def test_guard_without_save_keeps_the_value(store):
+    async with store.guard("G2", "missing", timeout=5, wait=5) as guarded:
+        assert guarded.value is None
+    assert await store.get("missing") is None
+    with pytest.raises(RuntimeError):
+        async with store.guard("G2", "kept", timeout=5, wait=5) as guarded:
+            guarded.save("x", 10)
+            raise RuntimeError("a failing turn")
+    async with store.lock("G2", timeout=5, wait=0.5):  # released despite the error
+        pass
+
+
+async def test_redis_lock_is_exclusive_across_clients(redis_url):
+    """Two RedisStores stand for two processes: one holder at a time, no lost update."""
+    prefix = f"yflstore:{uuid.uuid4().hex[:8]}:"
+    a, b = RedisStore(redis_url, prefix), RedisStore(redis_url, prefix)
+    try:
+        await a.set("n", "0", 10)
+
+        async def bump(store):
+            async with store.guard("X", "n", timeout=5, wait=10) as guarded:
+                await asyncio.sleep(0.002)
+                guarded.save(str(int(guarded.value) + 1), 10)
+
+        await asyncio.gather(*(bump(a if i % 2 else b) for i in range(30)))
+        assert await a.get("n") == "30"
+    finally:
+        keys = [k async for k in a.redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await a.redis.delete(*keys)
+        await a.close()
+        await b.close()
