@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
+FAKE_PORT ?= 9100
 
 .PHONY: run chat chat-staff test services bench clean
 
@@ -27,8 +28,15 @@ run: $(VENV)/.installed
 	@echo "  云芳邻 is starting on http://$(HOST):$(PORT)/wechat"
 	@echo "  Chat with it in a second terminal:  make chat        (as a resident)"
 	@echo "                                      make chat-staff  (as the demo staff member)"
+	@echo "  Pushes (reminders, notices) go to a fake WeChat API and are printed here."
 	@echo
-	HOST=$(HOST) PORT=$(PORT) $(PY) main.py serve
+	@if [ -n "$$WECHAT_API_BASE" ]; then \
+	  HOST=$(HOST) PORT=$(PORT) $(PY) main.py serve; \
+	else \
+	  $(PY) main.py fake-wechat --port $(FAKE_PORT) & fake=$$!; \
+	  trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	  HOST=$(HOST) PORT=$(PORT) WECHAT_API_BASE=http://127.0.0.1:$(FAKE_PORT) $(PY) main.py serve; \
+	fi
 
 chat: $(VENV)/.installed
 	@HOST=$(HOST) PORT=$(PORT) $(PY) main.py chat $(if $(OPENID),--openid $(OPENID))

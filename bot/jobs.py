@@ -46,7 +46,9 @@ CATALOG: dict[str, tuple[str, str, str, int]] = {
     "activity_reminders": ("models.activities", "write_reminders", "*/10 * * * *", 600),
     "code_expiry": ("models.rewards", "expire_codes", "*/5 * * * *", 300),
     "code_expiry_reminders": ("models.rewards", "write_expiry_reminders", "7 * * * *", 3600),
-    "appeal_deadlines": ("models.appeals", "run_appeal_deadlines", "*/10 * * * *", 600),
+    "booking_reminders": ("models.services", "write_booking_reminders", "*/10 * * * *", 600),
+    # Also ends idle 转人工 conversations (models.handover), so every 5 minutes.
+    "appeal_deadlines": ("models.appeals", "run_appeal_deadlines", "*/5 * * * *", 300),
 }
 
 

@@ -136,3 +136,5 @@ async def test_periodic_jobs_registry_wires_what_exists(push):
 async def test_catalog_names_the_other_domains(push):
     assert {m for m, *_ in CATALOG.values()} >= {"models.activities", "models.rewards",
                                                   "models.appeals"}
+    # Every domain function named in the catalog exists: a rename elsewhere fails here.
+    assert set(load_jobs()) == set(CATALOG)
