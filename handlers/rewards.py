@@ -9,6 +9,7 @@ import secrets
 import unicodedata
 from typing import Awaitable, Callable
 
+from tortoise import Tortoise
 from tortoise.expressions import Q
 
 from handlers.engine import (REGISTRY, Ctx, EndFlow, Flow, Invalid, Step, confirm_step, flow,
@@ -288,10 +289,26 @@ REGISTRY.hooks.extend([redemptions_hook, reward_choice_hook])
 
 # ---------------------------------------------------------------------------- staff awards
 
-# Other domains may add ways to find a resident from a ticket (an appeal number, say):
-# each takes the text and returns resident ids, or None when the text is no such ticket.
-TicketFinder = Callable[[str], Awaitable[list[int] | None]]
-TICKET_FINDERS: list[TicketFinder] = []
+# Ways to find a resident from a ticket: each takes (ctx, text) and returns resident ids, or
+# None when the text is no such ticket. Appeals' 6-digit tickets are built in; more can be added.
+TicketFinder = Callable[[Ctx, str], Awaitable[list[int] | None]]
+
+
+async def _appeal_ticket(ctx: Ctx, text: str) -> list[int] | None:
+    """An appeal ticket (6 digits) names its filer: an adopted suggestion earns points."""
+    m = re.search(r"(?<!\d)(\d{6})(?!\d)", unicodedata.normalize("NFKC", text))
+    models = Tortoise.apps["models"] if Tortoise.apps and "models" in Tortoise.apps else {}
+    appeal = models.get("Appeal")  # looked up, not imported: appeals are optional here
+    if not m or appeal is None:
+        return None
+    rows = await appeal.filter(ticket=m.group(1)).values("resident_id", "anonymous")
+    org = await Organisation.get(id=ctx.resident.organisation_id)
+    # An anonymous filer's identity is for the committee only.
+    return [r["resident_id"] for r in rows if not r["anonymous"] or org.kind == "committee"] \
+        if rows else None
+
+
+TICKET_FINDERS: list[TicketFinder] = [_appeal_ticket]
 
 _RULE_WORDS = {
     "volunteer": ("志愿", "义工", "志愿者", "汇演"),
@@ -321,7 +338,7 @@ async def _find_residents(ctx: Ctx, text: str) -> list[Resident]:
     if m := _RESIDENT_NO.search(unicodedata.normalize("NFKC", text)):
         return await base.filter(id=int(m.group(1)))
     for finder in TICKET_FINDERS:
-        ids = await finder(text)
+        ids = await finder(ctx, text)
         if ids is not None:
             return await base.filter(id__in=ids)
     name = re.sub(r"[\s,,。.、]+", "", text)

@@ -348,3 +348,23 @@ async def test_two_merchants_verify_the_same_code_at_once(wx):
     assert await Redemption.filter(status=RedemptionStatus.REDEEMED).count() == 2
     assert await Outbox.filter(kind="redemption_used").count() == 2
     assert await ledger_mismatches() == []
+
+
+async def test_staff_award_by_resident_number_and_appeal_ticket(wx):
+    await h.staff("o-staff4")
+    resident = await give("o-sugg", 0, name="周伯", phone="13900000011")
+    await run_transcript(wx, "o-staff4", [
+        (f"奖励积分 编号{resident.id} 建议", r"给 周伯.*加 20 积分.*合理化建议被采纳"),
+        ("是", r"已给周伯加 20 积分"),
+    ])
+    from tortoise import Tortoise
+    appeal_model = Tortoise.apps["models"].get("Appeal")
+    if appeal_model is None:  # appeals not installed in this checkout: the number path suffices
+        return
+    from models.appeals import NewAppeal, file_appeal  # the appeals domain's own operation
+    appeal = await file_appeal(resident, NewAppeal("楼道加装扶手的建议", "suggestion", []), h.now())
+    await set_points_rule("汇侨北社区", "suggestion", 20, daily_cap=2)
+    await run_transcript(wx, "o-staff4", [
+        (f"加分 单号{appeal.ticket} 建议", r"给 周伯.*加 20 积分"),
+        ("是", r"已给周伯加 20 积分.*TA现在有 40 积分"),
+    ])
