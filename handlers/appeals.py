@@ -15,7 +15,7 @@ from rapidfuzz import fuzz
 from handlers.engine import (MIN_CONFIDENCE, REGISTRY, Ctx, Flow, Invalid, Step, confirm_step,
                              flow, intent, numbered, run_intent, staff_command, start_flow)
 from models.appeals import (CATEGORY_LABELS, TICKET_RE, Action, Appeal, AppealError, AppealState,
-                            NewAppeal, accept, adopt_suggestion, appeal_figures, awaiting_answer,
+                            NewAppeal, accept, adopt_suggestion, appeal_figures, pending_for,
                             awaiting_rating, escalate, file_appeal, find_for_staff,
                             identity_for, open_similar_candidates, overdue_text, percent, rate,
                             reject, reply, resident_appeal, resident_message, resident_open_appeals,
@@ -436,15 +436,14 @@ async def appeal_hook(ctx: Ctx) -> str | None:
         appeal = await Appeal.get_or_none(id=chosen, resident_id=ctx.resident.id)
         if appeal is not None:
             return await resident_view(ctx, appeal)
-    pending = await awaiting_rating(ctx.resident)
+    pending, asked = await pending_for(ctx.resident, ctx.now)
     if pending is not None:
         parsed = _score_of(ctx.text)
         if parsed and _takes_digit_as_rating(ctx, pending):
             return await _rate(ctx, pending, *parsed)
     if words.startswith("补充"):
         return await _addition(ctx, words)
-    asked = await awaiting_answer(ctx.resident, ctx.now)
-    if asked is not None and len(words) >= 1:
+    if asked is not None and words:
         if ctx.state.get("choices") and parse_choice(ctx.text, len(ctx.state["choices"]["ids"])):
             return None
         nlu = ctx.nlu
@@ -549,6 +548,9 @@ async def _staff_detail(ctx: Ctx, ticket: str) -> str:
             + f"\n可用:受理/回复/转派/上报街道/办结/退回 {appeal.ticket}")
 
 
+QUEUE_SIZE = 15
+
+
 @staff_command("诉求", "工单")
 async def staff_appeals(ctx: Ctx) -> str:
     words = compact(ctx.text)
@@ -560,16 +562,19 @@ async def staff_appeals(ctx: Ctx) -> str:
     if ticket:
         return await _staff_detail(ctx, ticket)
     try:
-        appeals = await staff_queue(ctx.resident, everything=rest in ("全部", "所有", "all"))
+        appeals = await staff_queue(ctx.resident, everything=rest in ("全部", "所有", "all"),
+                                    limit=QUEUE_SIZE)
     except AppealError as exc:
         return str(exc)
     if not appeals:
         return "目前没有待办的诉求。\n" + STAFF_APPEAL_HELP
     ctx.remember_choices("staff_appeal", [a.ticket for a in appeals])
+    more = len(appeals) == QUEUE_SIZE
     lines = [f"工单{a.ticket}【{a.label}】{AppealState.LABELS[a.state]}"
-             f"{' 重办' if a.reopen_count else ''} {overdue_text(a, ctx.now)}\n   {_short(a.description, 24)}"
+             f"{' 重办' if a.reopen_count else ''} {overdue_text(a, ctx.now)}".rstrip() + f"\n   {_short(a.description, 24)}"
              for a in appeals]
     return ("待办诉求(最早的在前):\n" + numbered(lines)
+            + (f"\n(只列出最早的{QUEUE_SIZE}件,先处理这些)" if more else "")
             + "\n发“诉求 1”看详情,“受理 1”受理。更多命令发“诉求 帮助”。")
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from tortoise import fields
+from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
@@ -165,6 +166,8 @@ class Appeal(Model):
 
     class Meta:
         table = "appeal"
+        # The hooks look up a resident's open / unrated tickets on every message.
+        indexes = (("resident", "state"), ("community", "state"))
 
     @property
     def is_open(self) -> bool:
@@ -726,12 +729,16 @@ async def resident_recent_appeals(resident: Resident, limit: int = 8) -> list[Ap
     return await Appeal.filter(resident_id=resident.id).order_by("-created_at", "-id").limit(limit)
 
 
-async def awaiting_answer(resident: Resident, now: datetime,
-                          policy: AppealPolicy = POLICY) -> Appeal | None:
-    """The ticket whose staff message the resident's next words answer, if any."""
+async def pending_for(resident: Resident, now: datetime, policy: AppealPolicy = POLICY
+                      ) -> tuple[Appeal | None, Appeal | None]:
+    """(the ticket waiting for a rating, the ticket whose staff message waits for an answer)
+    in one query: the chat hook asks this on every message."""
     since = now - timedelta(hours=policy.answer_window_hours)
-    return await (Appeal.filter(resident_id=resident.id, state__in=_OPEN, asked_at__gte=since)
-                  .order_by("-asked_at").first())
+    rows = await Appeal.filter(Q(state=S.RESOLVED, rating=None) | Q(state__in=_OPEN, asked_at__gte=since),
+                               resident_id=resident.id)
+    rating = max((a for a in rows if a.state == S.RESOLVED), key=lambda a: a.resolved_at, default=None)
+    asked = max((a for a in rows if a.is_open and a.asked_at), key=lambda a: a.asked_at, default=None)
+    return rating, asked
 
 
 async def awaiting_rating(resident: Resident) -> Appeal | None:
@@ -902,9 +909,10 @@ async def run_appeal_deadlines(now: datetime, policy: AppealPolicy = POLICY) -> 
     or a concurrent one — changes nothing. Call it every few minutes.
     """
     done = {"warned": 0, "escalated": 0, "closed": 0}
+    rules = {c: await deadlines_for(c) for c in CATEGORY_LABELS}  # one read per run, not per ticket
     # Linked tickets follow their parent and have no clock of their own.
     for appeal in await Appeal.filter(state__in=_OPEN, linked_to_id=None).order_by("id"):
-        limits = await deadlines_for(appeal.category)
+        limits = rules.get(appeal.category) or Deadlines()
         if _may_auto_escalate(appeal, now):
             why = "超时未受理" if _ack_missed(appeal, now) else "超时未办结"
             try:
@@ -1000,8 +1008,9 @@ async def appeal_figures(start: datetime, end: datetime, *, street_id: int | Non
     # The first response deadline of the first cycle is in the timeline: submit time + limit.
     by_community: dict[int, Figures] = {}
     by_org: dict[int, Figures] = {}
+    rules = {c: await deadlines_for(c) for c in CATEGORY_LABELS}
     for a in appeals:
-        limits = await deadlines_for(a.category)
+        limits = rules.get(a.category) or Deadlines()
         first_due = a.created_at + timedelta(hours=limits.accept_hours)
         resolved_at = a.resolved_at or (a.closed_at if a.state == S.CLOSED else None)
         for key, table, names, scope in ((a.community_id, by_community, communities, "社区"),
