@@ -315,6 +315,7 @@ async def expire_codes(now: datetime) -> int:
 
     Idempotent and safe to run concurrently with itself; returns how many codes it expired.
     """
+    now = now.astimezone(timezone.utc)  # SQLite compares datetimes as text
     overdue = await Redemption.filter(status=RedemptionStatus.ISSUED, expires_at__lte=now
                                       ).order_by("id").values_list("id", flat=True)
     return sum([await _expire_one(rid, now) for rid in overdue])
@@ -322,12 +323,15 @@ async def expire_codes(now: datetime) -> int:
 
 async def write_expiry_reminders(now: datetime, ahead: timedelta = timedelta(days=1)) -> int:
     """Job: a notice to residents whose unused code expires within `ahead`; once per code."""
+    now = now.astimezone(timezone.utc)  # SQLite compares datetimes as text
     due = await (Redemption.filter(status=RedemptionStatus.ISSUED, reminded_at=None,
                                    expires_at__gt=now, expires_at__lte=now + ahead)
                  .prefetch_related("reward", "merchant", "resident"))
+    written = 0
     for r in due:
         async with in_transaction():
             marked = await Redemption.filter(id=r.id, reminded_at=None).update(reminded_at=now)
+            written += marked
             if marked:
                 await enqueue(notice(
                     r.resident.openid, "redemption_reminder",
@@ -335,7 +339,7 @@ async def write_expiry_reminders(now: datetime, ahead: timedelta = timedelta(day
                     f"请尽快到{r.merchant.name}({r.merchant.address or '见兑换详情'})使用。"
                     "不需要了可以回复“取消兑换”退回积分。",
                     f"redemption_reminder:{r.id}"))
-    return len(due)
+    return written
 
 
 # ---------------------------------------------------------------------------- merchants verify
