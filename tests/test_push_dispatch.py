@@ -285,3 +285,28 @@ async def test_webhook_settings_never_start_the_dispatcher(client, settings):
     from bot.jobs import DISPATCHER
     assert settings.push_in_process is False
     assert client.server.app[DISPATCHER] is not None  # built, not running: tests stay fast
+
+
+async def test_rows_stuck_past_the_limit_are_flagged_and_counted(push, backend, tmp_path):
+    await push.resident("o-stuck")
+    await push.notice("o-stuck", "卡住了", "st1")
+    await Outbox.filter(dedupe_key="st1").update(created_at=utcnow() - timedelta(hours=7),
+                                                 due_at=utcnow() + timedelta(hours=1))
+    d = push.dispatcher(push_stuck_seconds=6 * 3600)
+    assert (await d.reconcile())["flagged"] == 1
+    assert (await d.reconcile())["flagged"] == 0  # flagged once
+    from models.outbox import status_counts
+    counts = await status_counts()
+    assert counts["pending"] == 1 and counts["flagged"] == 1
+    if backend == "sqlite":  # the operator's view of the same numbers
+        import os
+        import sys
+
+        from bot.config import ROOT
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "main.py", "outbox", "status", cwd=ROOT,
+            env=dict(os.environ, DATABASE_URL=push.settings.database_url),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()[-500:]
+        assert "flagged    1" in out.decode() and "pending    1" in out.decode()
