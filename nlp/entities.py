@@ -221,8 +221,11 @@ def parse_when(text: str, now: datetime) -> When | None:
                   "后天": 2, "大后天": 3}[w]
         day = today + timedelta(days=offset)
         explicit_date = True
+    # A weekday is never the first digit of a number: 周六十点 is 周六 + 十点 (not 六十),
+    # 周二十点 is Tuesday 10:00 (not 20:00). Dates and hours are read with weekdays masked.
+    t_no_wd = _WEEK_RE.sub("|", t)
     if day is None:
-        m = _DATE_RE.search(t)
+        m = _DATE_RE.search(t_no_wd)
         if m:
             year, mon, dd, dd_only = m.group(1), m.group(2), m.group(3), m.group(4)
             if dd_only is not None:
@@ -287,11 +290,11 @@ def parse_when(text: str, now: datetime) -> When | None:
     if pm:
         part = pm.group(0)
     hour = minute = None
-    cm = _CLOCK_RE.search(t)
+    cm = _CLOCK_RE.search(t_no_wd)
     if cm:
         hour, minute = int(cm.group(1)), int(cm.group(2))
     else:
-        hm = _HOUR_RE.search(t)
+        hm = _HOUR_RE.search(t_no_wd)
         if hm:
             hour = _small(hm.group(1))
             minute = 0

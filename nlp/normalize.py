@@ -73,7 +73,24 @@ def _alternation(words) -> re.Pattern[str]:
 
 
 _CANTONESE = _load_mapping("cantonese.yaml", "mapping")
-_CANTONESE_RE = _alternation(_CANTONESE)
+# Cantonese 点 = 怎么 (点约 "how to book"), but after a numeral 点 is o'clock (十点约磨刀,
+# 几点去) and after these characters it ends a Mandarin word (有点用, 早点去, 地点查).
+_NOT_HOW_AFTER = "0-9０-９零〇一二两俩三四五六七八九十百几" "有快早晚多少差重地钟整准特观优缺终起景网站"
+
+
+def _cantonese_re(words) -> re.Pattern[str]:
+    # One guarded group for the 点 words; the guard is in the pattern, not the callback,
+    # so 十点攞 still maps 攞.
+    how = sorted((w[1:] for w in words if w.startswith("点")), key=lambda w: (-len(w), w))
+    others = sorted((w for w in words if not w.startswith("点")), key=lambda w: (-len(w), w))
+    alts = [re.escape(w) for w in others]
+    if how:
+        # The lookbehind sits after the literal 点 so re keeps its first-character scan.
+        alts.append(f"点(?<![{_NOT_HOW_AFTER}]点)(?:" + "|".join(re.escape(w) for w in how) + ")")
+    return re.compile("|".join(alts))
+
+
+_CANTONESE_RE = _cantonese_re(_CANTONESE)
 
 
 def mandarinize(text: str) -> str:

@@ -184,3 +184,64 @@ def test_weekend_on_a_saturday_is_this_weekend():
 @pytest.mark.parametrize("text", ["", "我想报名", "书法班", "好的", "123"])
 def test_when_none(text):
     assert parse_when(text, NOW) is None
+
+
+# A weekday followed by a Chinese-numeral hour: the weekday is never the first digit of the
+# hour (周六十点 is Saturday 10:00, not "六十" = 60; 周二十点 is Tuesday 10:00, not 20:00).
+@pytest.mark.parametrize("text,start", [
+    ("周六十点", dt(12, 5, 10)),
+    ("周六九点半", dt(12, 5, 9, 30)),
+    ("周六十点半", dt(12, 5, 10, 30)),
+    ("周六十二点", dt(12, 5, 12)),
+    ("周一十点", dt(12, 7, 10)),
+    ("周二十点", dt(12, 8, 10)),
+    ("周二十一点", dt(12, 8, 11)),
+    ("星期三十一点", dt(12, 9, 11)),
+    ("周四十点半", dt(12, 3, 10, 30)),  # bare 周四 on a Thursday is today
+    ("周五十点", dt(12, 4, 10)),
+    ("礼拜六十点半", dt(12, 5, 10, 30)),
+    ("下周六十点", dt(12, 12, 10)),
+    ("下礼拜三十点", dt(12, 9, 10)),
+    ("周日九点", dt(12, 6, 9)),
+    ("星期天十点", dt(12, 6, 10)),
+    ("周6十点", dt(12, 5, 10)),
+    ("周六10点", dt(12, 5, 10)),
+    ("周一一点", dt(12, 7, 13)),
+    ("周六下午三点", dt(12, 5, 15)),
+    ("周六十点约磨刀", dt(12, 5, 10)),
+    ("下周六十点半约磨刀", dt(12, 12, 10, 30)),
+    # Dates and relative days followed by an hour.
+    ("12月20号十点", dt(12, 20, 10)),
+    ("十二月二十号十点", dt(12, 20, 10)),
+    ("三十号十点", dt(12, 30, 10)),
+    ("20号下午三点", dt(12, 20, 15)),
+    ("今天十点", dt(12, 3, 10)),
+    ("明天十一点半", dt(12, 4, 11, 30)),
+    # 点 after a numeral is o'clock, not the Cantonese 点约 ("how to book").
+    ("十点约磨刀", dt(12, 3, 10)),
+    ("10点约磨刀", dt(12, 3, 10)),
+    ("明天十点约磨刀", dt(12, 4, 10)),
+])
+def test_when_weekday_and_date_with_hour(text, start):
+    w = parse_when(text, NOW)
+    assert w is not None and w.has_time and w.start == w.end == start, (text, w)
+    assert w.label.endswith(f"{start:%H:%M}")
+
+
+@pytest.mark.parametrize("text,start,end", [
+    ("十二月二十号", dt(12, 20), dt(12, 21)),
+    ("三十号", dt(12, 30), dt(12, 31)),
+    ("二十号", dt(12, 20), dt(12, 21)),
+    ("周六", dt(12, 5), dt(12, 6)),
+    ("周日", dt(12, 6), dt(12, 7)),
+])
+def test_when_real_numbers_still_read_whole(text, start, end):
+    w = parse_when(text, NOW)
+    assert w is not None and not w.has_time and (w.start, w.end) == (start, end), (text, w)
+
+
+def test_numbers_elsewhere_unchanged():
+    assert parse_int("六十岁") == 60
+    assert parse_int("三十号") == 30
+    assert parse_when("六十岁", NOW) is None
+    assert parse_when("点约磨刀", NOW) is None  # Cantonese "how to book": no time in it

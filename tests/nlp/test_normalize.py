@@ -51,3 +51,32 @@ def test_mask_phone():
     assert mask_phone("12345678901") == "12345678901"
     assert mask_phone("签到 4521") == "签到 4521"
     assert mask_phone("") == ""
+
+
+def test_cantonese_dian_means_how_only_where_it_is_not_a_time():
+    m = lambda s: mandarinize(normalize(s))  # noqa: E731
+    # Cantonese 点 = 怎么 ("how") at the start or after a non-numeral.
+    assert m("点约磨刀") == "怎么约磨刀"
+    assert m("我想知点约磨刀") == "我想知怎么约磨刀"
+    assert m("点去社区中心") == "怎么去社区中心"
+    assert m("点报名") == "怎么报名"
+    assert m("点样报名") == "怎样报名"
+    assert m("点算好") == "怎么办好"
+    assert m("点搞") == "怎么弄"
+    assert m("点做") == "怎么做"
+    assert m("点办") == "怎么办"
+    # After a numeral (Chinese, Arabic, full width) 点 is o'clock and stays.
+    assert m("十点约磨刀") == "十点约磨刀"
+    assert m("10点约磨刀") == "10点约磨刀"
+    assert m("１０点约磨刀") == "10点约磨刀"
+    assert m("周六九点去") == "周六九点去"
+    assert m("两点做") == "两点做"
+    assert m("三点报名") == "三点报名"
+    assert m("几点去") == "几点去"
+    assert m("零点收") == "零点收"
+    # Mandarin words ending in 点 are not "how" either.
+    assert m("有点用") == "有点用"
+    assert m("早点去") == "早点去"
+    assert m("快点做") == "快点做"
+    assert m("重点解决") == "重点解决"
+    assert m("地点查询") == "地点查询"
