@@ -49,8 +49,9 @@ async def _lookup(ctx: Ctx, merchant_id: int, code: str) -> Redemption:
 
 
 def _item(r: Redemption) -> str:
-    kind = RewardKind.LABELS.get(r.reward.kind, "")
-    return f"{r.reward.summary}({kind})"
+    if r.reward.kind == RewardKind.VOUCHER:
+        return r.reward.summary  # already says what it takes off the bill
+    return f"{r.reward.name}({RewardKind.LABELS.get(r.reward.kind, '')})"
 
 
 async def _prompt_confirm(ctx: Ctx, slots: dict) -> str:

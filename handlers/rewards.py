@@ -116,6 +116,11 @@ async def _reward_prompt(ctx: Ctx, slots: dict) -> str:
 
 
 async def _parse_reward(ctx: Ctx, slots: dict) -> int:
+    words = compact(ctx.text)
+    if any(w in words for w in _CANCEL_WORDS):  # about a code already issued, not this one
+        raise EndFlow("好的,这次不兑换了。要取消已经兑换的兑换码,请再发一次“取消兑换”。")
+    if any(w in words for w in _MY_WORDS):
+        raise EndFlow(await my_redemptions(ctx))
     choices = slots.get("_choices") or []
     index = parse_choice(ctx.text, len(choices))
     if index:
@@ -425,7 +430,7 @@ async def _finish_award(ctx: Ctx, slots: dict) -> str:
                                       now=ctx.now, nonce=slots["nonce"])
     except AwardError as exc:
         return f"没有加积分:{exc}"
-    return (f"已给{resident.name}加 {entry.amount} 积分({entry.reason}),已通知对方。"
+    return (f"已给{resident.name}加 {entry.amount} 积分,项目:{entry.reason}。已通知对方,"
             f"TA现在有 {entry.balance_after} 积分。")
 
 

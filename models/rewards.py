@@ -478,7 +478,7 @@ async def award_points(resident_id: int, rule_code: str, *, staff_id: int, commu
     if existing := await PointsEntry.get_or_none(key=key):
         return existing, False
     note = note.strip()[:40]
-    reason = f"{rule.name}" + (f"({note})" if note else "")
+    reason = f"{rule.name}" + (f",{note}" if note else "")
     async with in_transaction():
         # The resident's row lock serialises awards to one person, so the count is exact.
         resident = await locked(Resident.filter(id=resident_id)).get()
