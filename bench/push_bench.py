@@ -113,15 +113,17 @@ async def main() -> None:
                    WECHAT_API_BASE=fake.url, WECHAT_TEMPLATES=json.dumps(TEMPLATES),
                    PUSH_BATCH_SIZE=str(args.batch), PUSH_CONCURRENCY=str(args.concurrency),
                    PUSH_POLL_SECONDS="0.05")
+        logs = [open(f"/tmp/yfl-push-bench-worker-{i}.log", "w") for i in range(args.procs)]
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, "main.py", "worker", cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-            for _ in range(args.procs)]
+            stdout=asyncio.subprocess.DEVNULL, stderr=log) for log in logs]
         await wait_empty()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             await proc.wait()
+        for log in logs:
+            log.close()
         shape = f"{args.procs} `main.py worker` processes"
     send_s = time.perf_counter() - t1
 
