@@ -49,7 +49,9 @@ _OTHER_FEATURES = {"activity_list", "activity_signup", "activity_cancel", "my_ac
                    "human", "appeal_file"}
 _STAFF_CMD_RE = re.compile(r"^(受理|回复|转派|上报街道|上报|办结|退回|采纳)[1-9]\d{5}")
 _TICKET_ONLY_RE = re.compile(r"^(查|查询|查看|我的)?(工单|诉求|工单号)?(号)?([1-9]\d{5})(的)?(进度|情况|处理到哪了|怎样了|怎么样了)?$")
-_RATE_RE = re.compile(r"^\s*([1-5１-５一二三四五])\s*(分|星)?(?![0-9])[\s,,.。::!!]*(.*)$", re.S)
+# A score alone, with 分/星, or followed by a separator and a comment ("4 处理很及时");
+# "3栋的灯又坏了" is no score.
+_RATE_RE = re.compile(r"^\s*([1-5１-５一二三四五])\s*(?:(分|星)|(?=[\s,,.。::!!、]|$))[\s,,.。::!!、]*(.*)$", re.S)
 _CN_SCORE = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5}
 _SCORE_WORDS = [("非常不满意", 1), ("很不满意", 1), ("太差", 1), ("好差", 1), ("不太满意", 2),
                 ("不满意", 2), ("差评", 2), ("一般般", 3), ("一般", 3), ("还行", 3), ("麻麻", 3),
