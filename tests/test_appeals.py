@@ -307,7 +307,9 @@ async def test_rating_words_and_no_rating_closes_by_itself(wx):
     assert "4分" in await wx.say("o-rt", "满意")
     b = await file_appeal(resident, NewAppeal("门口井盖松动", "facility", []), now)
     await resolve(b.id, staff, "已固定井盖", now)
-    await wx.say("o-rt", "3栋楼道灯又坏了")  # a number that starts a sentence is no score
+    # A number that starts a sentence is no score: this is a new problem.
+    assert "照片或位置" in await wx.say("o-rt", "3栋楼道灯又坏了")
+    await wx.say("o-rt", "取消")
     assert (await Appeal.get(id=b.id)).rating is None
     assert (await run_appeal_deadlines(now + timedelta(hours=71)))["closed"] == 0
     assert (await run_appeal_deadlines(now + timedelta(hours=73)))["closed"] == 1
