@@ -20,8 +20,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## Start the bot on SQLite with demo data and in-memory state.
+## Start the bot on SQLite with fresh demo data and in-memory state.
 run: $(VENV)/.installed
+	rm -f data/yunfanglin.sqlite3  # the demo starts afresh (and with the current schema)
 	$(PY) main.py init-db
 	$(PY) main.py seed-demo
 	@echo

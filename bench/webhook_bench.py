@@ -142,7 +142,9 @@ async def main() -> None:
     print(f"preparing {RESIDENTS} residents on {PG.rsplit('@', 1)[-1]} ...", flush=True)
     await prepare_database()
     env = {"DATABASE_URL": PG, "REDIS_URL": REDIS, "WECHAT_TOKEN": TOKEN, "WECHAT_AES_KEY": AES_KEY,
-           "WECHAT_APPID": APPID, "REDIS_PREFIX": f"yflbench:{uuid.uuid4().hex[:6]}:"}
+           "WECHAT_APPID": APPID, "REDIS_PREFIX": f"yflbench:{uuid.uuid4().hex[:6]}:",
+           # the webhook alone: in production the push worker is its own process
+           "PUSH_IN_PROCESS": "0"}
     runs = [("bare (decrypt+parse+reply+encrypt)", [sys.executable, "bench/bare_server.py"], "帮助"),
             ("full: 帮助 (menu)", None, "帮助"),
             ("full: 我有多少积分 (read path)", None, "我有多少积分")]

@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.dispatcher import with_inbox
 from bot.store import LockTimeout, Store
 from handlers import dispatch
-from handlers.engine import Ctx, EngineConfig, Incoming
+from handlers.engine import Ctx, EngineConfig, Incoming, settle_attention
 from models.outbox import enqueue, notice
 from models.residents import get_or_create_resident, touch_interaction
 
@@ -47,9 +47,10 @@ class Conversation:
             # The state is read only once the resident's lock is held, and saved before release.
             async with self.store.guard("openid:" + incoming.openid, "state:" + incoming.openid,
                                         timeout=self.settings.lock_timeout_seconds,
-                                        wait=self.settings.lock_timeout_seconds) as guarded:
-                if claim and not await self.store.set_nx("dedupe:" + claim, "1",
-                                                          self.settings.dedupe_ttl_seconds):
+                                        wait=self.settings.lock_timeout_seconds,
+                                        claim=("dedupe:" + claim, self.settings.dedupe_ttl_seconds)
+                                        if claim else None) as guarded:
+                if not guarded.claimed:
                     return DUPLICATE
                 state = json.loads(guarded.value) if guarded.value else {}
                 reply = await self._turn(incoming, state)
@@ -66,8 +67,10 @@ class Conversation:
         resident = await get_or_create_resident(incoming.openid)
         ctx = Ctx(incoming, resident, state, self.config)
         reply = await dispatch(ctx)
-        # Notices that could not be pushed wait in the inbox: shown before the reply.
-        reply = await with_inbox(incoming.openid, reply, incoming.now)
+        if ctx.attention:  # only then can notices be waiting in the inbox
+            # Notices that could not be pushed are shown before the reply.
+            reply = await with_inbox(incoming.openid, reply, incoming.now)
+            await settle_attention(ctx)
         if incoming.event != "unsubscribe":
             await touch_interaction(ctx.resident or resident, incoming.now, self.touch_interval)
         state["updated"] = incoming.now.timestamp()

@@ -20,8 +20,9 @@ class LockTimeout(Exception):
 
 
 class Guarded:
-    def __init__(self, value: str | None) -> None:
+    def __init__(self, value: str | None, claimed: bool = True) -> None:
         self.value = value
+        self.claimed = claimed  # False: the claim key was already taken
         self.pending: tuple[str, float] | None = None
 
     def save(self, value: str, ttl: float) -> None:
@@ -43,8 +44,10 @@ class Store:
         """Held for at most `timeout` s; LockTimeout if not taken within `wait` s."""
         raise NotImplementedError
 
-    def guard(self, name: str, key: str, *, timeout: float, wait: float) -> "AsyncIterator[Guarded]":
-        """`lock(name)` plus the value of `key` read once the lock is held; a value given to
+    def guard(self, name: str, key: str, *, timeout: float, wait: float,
+              claim: tuple[str, float] | None = None) -> "AsyncIterator[Guarded]":
+        """`lock(name)` plus the value of `key` read once the lock is held, and optionally
+        `claim` = (key, ttl) SET NX under the lock (`Guarded.claimed`); a value given to
         `Guarded.save` is written when the lock is released. On Redis that is one round trip
         in and one out (every message pays for this, so it matters)."""
         raise NotImplementedError
@@ -123,9 +126,11 @@ class MemoryStore(Store):
                 self._locks.pop(name, None)
 
     @asynccontextmanager
-    async def guard(self, name: str, key: str, *, timeout: float, wait: float) -> AsyncIterator[Guarded]:
+    async def guard(self, name: str, key: str, *, timeout: float, wait: float,
+                    claim: tuple[str, float] | None = None) -> AsyncIterator[Guarded]:
         async with self.lock(name, timeout=timeout, wait=wait):
-            guarded = Guarded(await self.get(key))
+            claimed = await self.set_nx(claim[0], "1", claim[1]) if claim else True
+            guarded = Guarded(await self.get(key), claimed)
             yield guarded
             if guarded.pending:
                 await self.set(key, *guarded.pending)
@@ -139,6 +144,7 @@ class RedisStore(Store):
         pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10,
                                                decode_responses=True)
         self.redis = Redis(connection_pool=pool)
+        self._acquire_script = self.redis.register_script(self._ACQUIRE)
         self.prefix = prefix
         # Within one process a FIFO lock orders a burst; Redis orders across processes.
         self._local = MemoryStore()
@@ -175,18 +181,31 @@ class RedisStore(Store):
     # Delete the lock only if it is still ours (it may have expired and been taken since).
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
+    # Take the lock; once it is ours, SET NX the claim (if any) and read the value, all in
+    # one atomic round trip. Returns {0} when the lock is taken by someone else.
+    _ACQUIRE = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local claimed = 1
+if ARGV[3] ~= '' then
+  claimed = redis.call('set', KEYS[3], '1', 'NX', 'PX', ARGV[3]) and 1 or 0
+end
+local value = false
+if KEYS[2] ~= '' then value = redis.call('get', KEYS[2]) end
+return {1, claimed, value or false}
+"""
+
     async def _acquire(self, lock_key: str, token: str, timeout: float, wait: float,
-                       read: str | None) -> str | None:
-        """SET NX the lock (and GET `read` in the same round trip) until taken or `wait` ends."""
+                       read: str | None, claim: tuple[str, float] | None = None
+                       ) -> tuple[str | None, bool]:
+        """Retry the acquire script until the lock is taken or `wait` ends."""
         deadline = time.monotonic() + wait
+        keys = [lock_key, read or "", self.k(claim[0]) if claim else ""]
+        args = [token, max(1, int(timeout * 1000)), max(1, int(claim[1] * 1000)) if claim else ""]
         while True:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(lock_key, token, nx=True, px=max(1, int(timeout * 1000)))
-                if read is not None:
-                    pipe.get(read)
-                results = await pipe.execute()
-            if results[0]:
-                return results[1] if read is not None else None
+            result = await self._acquire_script(keys=keys, args=args)
+            if result[0]:
+                value = result[2] if len(result) > 2 else None
+                return (value or None), bool(result[1])
             if time.monotonic() >= deadline:
                 raise LockTimeout(lock_key)
             await asyncio.sleep(0.005)
@@ -210,10 +229,12 @@ class RedisStore(Store):
                 await self._release(lock_key, token, None)
 
     @asynccontextmanager
-    async def guard(self, name: str, key: str, *, timeout: float, wait: float) -> AsyncIterator[Guarded]:
+    async def guard(self, name: str, key: str, *, timeout: float, wait: float,
+                    claim: tuple[str, float] | None = None) -> AsyncIterator[Guarded]:
         async with self._local.lock(name, timeout=timeout, wait=wait):
             lock_key, token = self.k("lock:" + name), uuid.uuid4().hex
-            guarded = Guarded(await self._acquire(lock_key, token, timeout, wait, self.k(key)))
+            value, claimed = await self._acquire(lock_key, token, timeout, wait, self.k(key), claim)
+            guarded = Guarded(value, claimed)
             try:
                 yield guarded
             finally:

@@ -438,7 +438,7 @@ async def appeal_hook(ctx: Ctx) -> str | None:
         appeal = await Appeal.get_or_none(id=chosen, resident_id=ctx.resident.id)
         if appeal is not None:
             return await resident_view(ctx, appeal)
-    pending, asked = await pending_for(ctx.resident, ctx.now)
+    pending, asked = await pending_for(ctx.resident, ctx.now) if ctx.attention else (None, None)
     if pending is not None:
         parsed = _score_of(ctx.text)
         if parsed and _takes_digit_as_rating(ctx, pending):
@@ -468,6 +468,13 @@ def _describes_a_problem(ctx: Ctx, words: str) -> bool:
 
 
 REGISTRY.hooks.insert(0, appeal_hook)
+
+
+async def _appeal_waiting(resident, now) -> bool:
+    return any(await pending_for(resident, now))
+
+
+REGISTRY.pending_checks.append(_appeal_waiting)
 
 
 # ---------------------------------------------------------------------------- staff

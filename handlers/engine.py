@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from nlp.entities import parse_choice, parse_yes_no
 from nlp.intents import IntentResult, classify
+from models.residents import flag_attention, take_attention
 from nlp.normalize import compact, normalize
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ class Ctx:
         self.config = config
         self._nlu: IntentResult | None = None
         self._norm: str | None = None
+        # The resident's attention flag at the start of the turn: hooks look up what may be
+        # waiting for them (an open 转人工, an appeal question or rating) only when it is set.
+        self.attention = bool(resident and resident.attention)
 
     @property
     def now(self) -> datetime:
@@ -157,6 +161,9 @@ class Registry:
     scenes: dict[str, Callable[[Ctx, str], Awaitable[str | None]]] = field(default_factory=dict)
     # Extra text hooks tried before the classifier (e.g. a rating digit after resolution).
     hooks: list[Handler] = field(default_factory=list)
+    # (resident, now) -> is something still waiting for the resident's next message? Asked
+    # only when the resident's attention flag was set (see settle_attention).
+    pending_checks: list[Callable] = field(default_factory=list)
 
 
 REGISTRY = Registry()
@@ -404,6 +411,18 @@ async def _route(ctx: Ctx) -> str | None:
                            result.confidence)
         return await REGISTRY.intents["unknown"](ctx)
     return await run_intent(ctx, result.intent)
+
+
+async def settle_attention(ctx: Ctx) -> None:
+    """After a turn that started with the attention flag: clear it, then set it again if
+    something still waits (clear first, so a flag set meanwhile by staff is never lost)."""
+    resident = ctx.resident
+    if not ctx.attention or resident is None or not await take_attention(resident):
+        return
+    for still_pending in REGISTRY.pending_checks:
+        if await still_pending(resident, ctx.now):
+            await flag_attention(ids=[resident.id])
+            return
 
 
 async def run_intent(ctx: Ctx, name: str) -> str | None:

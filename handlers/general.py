@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from handlers.engine import MENU, REGISTRY, Ctx, intent, menu_text, run_intent, start_flow
+from models.outbox import Outbox, OutboxStatus
 from models.places import Community
 from models.residents import get_or_create_resident, set_subscribed
 
@@ -133,3 +134,11 @@ CLICK_KEYS = {
     "PROFILE": "register",
     "HELP": "help",
 }
+
+
+async def _inbox_waiting(resident, now) -> bool:
+    """Notices no channel could deliver wait to be shown with the next reply."""
+    return await Outbox.filter(recipient=resident.openid, status=OutboxStatus.INBOX).exists()
+
+
+REGISTRY.pending_checks.append(_inbox_waiting)

@@ -48,7 +48,7 @@ async def relay_hook(ctx: Ctx) -> str | None:
         m = _HANDLE_RE.match(ctx.text)
         if m:
             return await _staff_answer(ctx, int(m.group(1)), m.group(2).strip())
-    h = await open_handover_of(r.id)
+    h = await open_handover_of(r.id) if ctx.attention else None
     if h is None:
         return None
     if (ctx.now - h.last_at).total_seconds() >= IDLE_MINUTES * 60:
@@ -66,6 +66,13 @@ async def relay_hook(ctx: Ctx) -> str | None:
 
 
 REGISTRY.hooks.insert(0, relay_hook)
+
+
+async def _handover_open(resident, now) -> bool:
+    return await open_handover_of(resident.id) is not None
+
+
+REGISTRY.pending_checks.append(_handover_open)
 
 
 async def _staff_answer(ctx: Ctx, handle: int, text: str) -> str:

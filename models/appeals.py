@@ -25,7 +25,7 @@ from models.db import locked
 from models.outbox import Outbox, enqueue, notice
 from models.places import Community, Organisation, OrgKind
 from models.points import Source, post_entry, rules_for
-from models.residents import Resident, Role
+from models.residents import Resident, Role, flag_attention
 
 # The categorisation contract (nlp/appeals.py CATEGORIES); repeated here because models do
 # not import nlp. A test keeps the two equal.
@@ -404,6 +404,8 @@ async def _notify_person(appeal: Appeal, person: Resident, event_id: int, text: 
                          kind: str = "appeal_update") -> None:
     await enqueue(notice(person.openid, kind, text, f"appeal:{event_id}:{person.id}",
                          data={"appeal": appeal.id, "ticket": appeal.ticket}))
+    if person.id == appeal.resident_id:  # the filer may be asked to answer or to rate
+        await flag_attention(ids=[person.id])
 
 
 def new_ticket_text(appeal: Appeal, filer: Resident, viewer: Organisation, community: Community,

@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 from models.db import locked
 from models.outbox import enqueue, notice
 from models.places import Community, Organisation, OrgKind
-from models.residents import Resident, Role
+from models.residents import Resident, Role, flag_attention
 
 IDLE_MINUTES = int(os.environ.get("HANDOVER_IDLE_MINUTES") or 30)
 
@@ -142,6 +142,7 @@ async def open_handover(resident: Resident, first_text: str, now: datetime
                 h = await Handover.create(resident_id=resident.id, community_id=resident.community_id,
                                           handle=handle, open_handle=handle,
                                           open_resident=resident.id, opened_at=now, last_at=now)
+                await flag_attention(ids=[resident.id])  # their next messages go to staff
                 who = resident.name or "居民"
                 lines = [f"【转人工{_tag(h)}】{who}需要人工服务。"]
                 if first_text:

@@ -11,6 +11,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 from models.clock import utcnow
+from models.residents import flag_attention
 
 
 class OutboxStatus:
@@ -167,8 +168,11 @@ async def mark_retry(row_id: int, token: str, due_at: datetime, error: str,
 
 
 async def mark_final(row_id: int, token: str, status: str, error: str, channel: str = "") -> None:
-    await _mine(row_id, token).update(status=status, claim="", last_error=error[:255],
-                                      channel=channel)
+    updated = await _mine(row_id, token).update(status=status, claim="", last_error=error[:255],
+                                                channel=channel)
+    if updated and status == OutboxStatus.INBOX:  # shown with the resident's next reply
+        row = await Outbox.get(id=row_id)
+        await flag_attention(openids=[row.recipient])
 
 
 async def release(ids: list[int], token: str) -> None:

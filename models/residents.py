@@ -34,6 +34,11 @@ class Resident(Model):
     notices_enabled = fields.BooleanField(default=True)
     # Kept equal to the sum of the resident's ledger entries (models.points), never below 0.
     points = fields.IntField(default=0)
+    # Something may be waiting for this resident's next message (an open 转人工, a staff
+    # question or a rating request on an appeal, notices held in the inbox). Set in the same
+    # transaction as what caused it; cleared before those are checked (see bot/conversation).
+    # Without it every message would pay for those look-ups.
+    attention = fields.BooleanField(default=False)
     last_interaction_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -98,6 +103,22 @@ async def set_subscribed(openid: str, subscribed: bool) -> Resident:
     resident.active = subscribed
     await resident.save(update_fields=["active", "updated_at"])
     return resident
+
+
+async def flag_attention(*, ids: list[int] = (), openids: list[str] = ()) -> None:
+    if ids:
+        await Resident.filter(id__in=list(ids)).update(attention=True)
+    if openids:
+        await Resident.filter(openid__in=list(openids)).update(attention=True)
+
+
+async def take_attention(resident: Resident) -> bool:
+    """Clear the flag before looking (so a flag set meanwhile is never lost); True if it was set."""
+    if not resident.attention:
+        return False
+    await Resident.filter(id=resident.id).update(attention=False)
+    resident.attention = False
+    return True
 
 
 async def touch_interaction(resident: Resident, now: datetime, min_interval: timedelta) -> None:

@@ -53,10 +53,11 @@ def postgres_url() -> str:
     name = parsed.path.lstrip("/")
 
     async def create() -> None:
+        # A fresh database each session: the schema is always the one the code declares.
         conn = await asyncpg.connect(PG_URL.replace(f"/{name}", "/postgres"))
         try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
 

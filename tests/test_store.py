@@ -144,3 +144,14 @@ async def test_redis_lock_is_exclusive_across_clients(redis_url):
             await a.redis.delete(*keys)
         await a.close()
         await b.close()
+
+
+async def test_guard_claims_once(store):
+    async def take(i):
+        async with store.guard(f"C{i % 3}", "s", timeout=5, wait=5, claim=("claimed", 10)) as g:
+            return g.claimed
+
+    results = await asyncio.gather(*(take(i) for i in range(12)))
+    assert results.count(True) == 1
+    async with store.guard("C", "s", timeout=5, wait=5) as g:  # no claim asked: always claimed
+        assert g.claimed
