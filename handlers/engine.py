@@ -382,7 +382,7 @@ async def _route(ctx: Ctx) -> str | None:
             f, s = step
             example = f"\n{s.example}" if s.example else ""
             return f"您正在办理“{f.title}”。{example}\n{await reprompt(ctx)}"
-        return menu_text()
+        return await REGISTRY.intents["help"](ctx)
     if words in HUMAN_WORDS:
         if ctx.flow:
             await abort_flow(ctx)

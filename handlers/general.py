@@ -27,7 +27,8 @@ async def greeting(ctx: Ctx) -> str:
 
 @intent("help")
 async def help_(ctx: Ctx) -> str:
-    return show_menu(ctx)
+    staff = "\n工作人员请回复“工作台”查看工作命令。" if ctx.resident and ctx.resident.is_staff else ""
+    return show_menu(ctx) + staff
 
 
 @intent("unknown")

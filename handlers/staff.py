@@ -16,8 +16,13 @@ from nlp.entities import parse_choice, parse_int, parse_when
 from nlp.fuzzy import Catalog
 from nlp.normalize import compact, mask_phone
 
-STAFF_HELP = ("工作人员命令:\n发布活动\n报名统计(各活动报名/候补/签到人数)\n名单 活动编号或名称\n"
-              "签到码 活动编号或名称")
+STAFF_HELP = """工作人员命令(直接发送):
+【活动】发布活动 | 报名统计 | 名单 编号 | 签到码 编号 | 通知 编号(向居民推送活动)| 通知结果
+【积分】奖励积分 姓名 规则 备注(也可用“加分”)
+【诉求】诉求 | 诉求 全部 | 诉求 工单号 | 受理 工单号 | 回复 工单号 内容 | 转派 工单号 组织 |
+ 上报街道 工单号 说明 | 办结 工单号 结果 | 退回 工单号 原因 | 采纳 工单号 | 统计
+【转人工】值班 | 下班 | 会话 | #1 内容 | #1 结束
+【服务与问卷】新建服务 | 预约名单 | 爽约 序号 | 问卷结果 | 问卷邀请"""
 
 
 async def _organisation(ctx: Ctx) -> Organisation:
