@@ -7,7 +7,7 @@ from datetime import timedelta
 from tortoise.expressions import Q
 
 from handlers.engine import (REGISTRY, Ctx, EndFlow, Flow, Invalid, Step, duration_text, flow,
-                             intent, numbered, scene, start_flow)
+                             intent, numbered, parse_listed, scene, start_flow, yes_or_keep)
 from models.activities import (Activity, ActivityStatus, Audience, CancelError, CheckinError,
                                FamilyMember, Participant, Signup, SignupError, SignupStatus,
                                cancel_signup, check_in, confirm_signup, counts_for, hold_place,
@@ -368,26 +368,10 @@ async def _cancel_choice_prompt(ctx: Ctx, slots: dict) -> str:
         f"{s.activity.title}({s.participant_name})" for s in signups)
 
 
-async def _parse_cancel_choice(ctx: Ctx, slots: dict) -> int:
-    index = parse_choice(ctx.text, len(slots.get("_choices") or []))
-    if not index:
-        raise Invalid("请回复列表里的数字。")
-    return slots["_choices"][index - 1]
-
-
 async def _cancel_confirm_prompt(ctx: Ctx, slots: dict) -> str:
     signup = await Signup.get(id=slots["signup"]).prefetch_related("activity")
     return (f"确定取消“{signup.activity.title}”({signup.participant_name})的报名吗?"
             "回复“是”确认取消。")
-
-
-async def _parse_yes(ctx: Ctx, slots: dict) -> bool:
-    answer = parse_yes_no(ctx.text)
-    if answer is None:
-        raise Invalid("请回复“是”或“不是”。")
-    if not answer:
-        raise EndFlow("好的,报名保留不变。")
-    return True
 
 
 async def _finish_cancel(ctx: Ctx, slots: dict) -> str:
@@ -406,8 +390,8 @@ async def _finish_cancel(ctx: Ctx, slots: dict) -> str:
 
 
 flow(Flow("cancel_signup", "取消报名", [
-    Step("signup", _cancel_choice_prompt, _parse_cancel_choice, example="例如:1"),
-    Step("confirm", _cancel_confirm_prompt, _parse_yes, example="例如:是"),
+    Step("signup", _cancel_choice_prompt, parse_listed, example="例如:1"),
+    Step("confirm", _cancel_confirm_prompt, yes_or_keep("好的,报名保留不变。"), example="例如:是"),
 ], _finish_cancel, prefill=_prefill_cancel))
 
 

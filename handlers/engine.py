@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable
 
-from nlp.entities import parse_choice, parse_yes_no
+from nlp.entities import parse_choice, parse_int, parse_yes_no
 from nlp.intents import IntentResult, classify
 from models.residents import flag_attention, take_attention
 from nlp.normalize import compact, normalize
@@ -303,6 +303,37 @@ async def parse_confirm(ctx: Ctx, slots: dict) -> bool:
 
 def confirm_step(prompt: Prompt) -> Step:
     return Step("confirm", prompt, parse_confirm, example="例如回复:是")
+
+
+def yes_or_keep(kept: str):
+    """A parser for "are you sure?" steps: yes goes on; no leaves the flow saying `kept`."""
+    async def parse(ctx: Ctx, slots: dict) -> bool:
+        answer = parse_yes_no(ctx.text)
+        if answer is None:
+            raise Invalid("请回复“是”或“不是”。")
+        if not answer:
+            raise EndFlow(kept)
+        return True
+    return parse
+
+
+async def parse_listed(ctx: Ctx, slots: dict):
+    """The id chosen by number from the list a prompt stored in slots["_choices"]."""
+    choices = slots.get("_choices") or []
+    index = parse_choice(ctx.text, len(choices))
+    if not index:
+        raise Invalid("请回复列表里的数字。")
+    return choices[index - 1]
+
+
+def int_between(low: int, high: int, what: str = "数字"):
+    """A parser for a whole number in [low, high] (Arabic or Chinese numerals)."""
+    async def parse(ctx: Ctx, slots: dict) -> int:
+        n = parse_int(ctx.text)
+        if n is None or not low <= n <= high:
+            raise Invalid(f"请回复{low}到{high}之间的{what}。")
+        return n
+    return parse
 
 
 def duration_text(seconds: int) -> str:

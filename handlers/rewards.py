@@ -13,7 +13,7 @@ from tortoise import Tortoise
 from tortoise.expressions import Q
 
 from handlers.engine import (REGISTRY, Ctx, EndFlow, Flow, Invalid, Step, confirm_step, flow,
-                             intent, numbered, staff_command, start_flow)
+                             intent, numbered, parse_listed, staff_command, start_flow)
 from models.clock import local_text
 from models.places import Community, Organisation
 from models.residents import Resident
@@ -247,13 +247,6 @@ async def _cancel_choice_prompt(ctx: Ctx, slots: dict) -> str:
     return "要取消哪一个兑换?回复数字:\n" + numbered(f"{r.code} {r.reward.name}" for r in live)
 
 
-async def _parse_cancel_choice(ctx: Ctx, slots: dict) -> int:
-    index = parse_choice(ctx.text, len(slots.get("_choices") or []))
-    if not index:
-        raise Invalid("请回复列表里的数字。")
-    return slots["_choices"][index - 1]
-
-
 async def _cancel_confirm_prompt(ctx: Ctx, slots: dict) -> str:
     r = await Redemption.get(id=slots["redemption"]).prefetch_related("reward")
     return (f"确定取消兑换码 {r.code}(“{r.reward.name}”)吗?取消后退回 {r.points} 积分,"
@@ -271,7 +264,7 @@ async def _finish_cancel(ctx: Ctx, slots: dict) -> str:
 
 
 flow(Flow("cancel_redemption", "取消兑换", [
-    Step("redemption", _cancel_choice_prompt, _parse_cancel_choice, example="例如:1"),
+    Step("redemption", _cancel_choice_prompt, parse_listed, example="例如:1"),
     confirm_step(_cancel_confirm_prompt),
 ], _finish_cancel, prefill=_prefill_cancel))
 

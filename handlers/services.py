@@ -7,7 +7,8 @@ import unicodedata
 from datetime import datetime, timedelta
 
 from handlers.engine import (MIN_CONFIDENCE, REGISTRY, Ctx, EndFlow, Flow, Invalid, Step,
-                             confirm_step, flow, intent, numbered, staff_command, start_flow)
+                             confirm_step, flow, int_between, intent, numbered, parse_listed,
+                             staff_command, start_flow, yes_or_keep)
 from models.clock import local
 from models.places import Organisation
 from models.services import (Booking, BookingError, BookingStatus, Service, ServiceError,
@@ -15,7 +16,7 @@ from models.services import (Booking, BookingError, BookingStatus, Service, Serv
                              book, cancel_booking, create_service, day_bookings, live_bookings,
                              mark_no_show, neighbours, services_provided_by, slot_text,
                              slot_views, upcoming_slots, utc)
-from nlp.entities import When, parse_choice, parse_choices, parse_int, parse_when, parse_yes_no
+from nlp.entities import When, parse_choice, parse_choices, parse_when
 from nlp.fuzzy import Catalog
 from nlp.normalize import compact, mask_phone
 
@@ -25,27 +26,9 @@ _MINE = ("我的预约", "预约记录", "我约了", "约了什么", "约咗", 
 _FILLER = re.compile(r"(时段|时间段|那个|那场|这个|的|吧|啦|呀|了|场)")
 # A named day in the text (so 十点 alone means "at ten among those shown").
 _DAY_WORDS = re.compile(r"今天|明天|后天|今晚|明晚|今早|明早|周|星期|礼拜|月|号|日")
-_HOUR_POINT = re.compile(r"(?<=[\d零一二两三四五六七八九十])点")
-_WEEKDAY_RE = re.compile(r"(下下|下个|下|这个|这|本)?(?:周|星期|礼拜)[一二三四五六日天1-7]")
 
 
 # ---------------------------------------------------------------------------- understanding
-
-def when_of(text: str, now: datetime) -> When | None:
-    """parse_when, also for 周六九点半 (a weekday followed by a Chinese-numeral hour) and 十点约
-    (where the Cantonese 点约, "how to book", would swallow the hour)."""
-    text = _HOUR_POINT.sub("点 ", text)
-    when = parse_when(text, now)
-    m = _WEEKDAY_RE.search(compact(text))
-    if m and (when is None or not when.has_time) and re.search(r"[点:：]", text):
-        day = parse_when(m.group(0), now)
-        rest = _HOUR_POINT.sub("点 ", compact(text).replace(m.group(0), ""))
-        clock = parse_when(rest, now)
-        if day and clock and clock.has_time:
-            point = day.start.replace(hour=clock.start.hour, minute=clock.start.minute)
-            return When(point, point, True, f"{day.label} {point:%H:%M}")
-    return when
-
 
 async def community_services(ctx: Ctx) -> list[Service]:
     community = ctx.resident.community_id if ctx.resident else None
@@ -83,7 +66,7 @@ async def _prefill_booking(ctx: Ctx, slots: dict) -> None:
         slots["service"] = found[0].id
     elif len(services) == 1 and not found:
         slots["service"] = services[0].id
-    when = when_of(ctx.text, ctx.local_now)
+    when = parse_when(ctx.text, ctx.local_now)
     if when:
         slots["_when"] = [when.start.isoformat(), when.end.isoformat(), when.has_time, when.label]
 
@@ -102,7 +85,7 @@ async def _parse_service(ctx: Ctx, slots: dict) -> int:
         return ids[index - 1]
     found = named_services(ctx.text, await Service.filter(id__in=ids))
     if len(found) == 1:
-        when = when_of(ctx.text, ctx.local_now)
+        when = parse_when(ctx.text, ctx.local_now)
         if when:
             slots["_when"] = [when.start.isoformat(), when.end.isoformat(), when.has_time, when.label]
         return found[0].id
@@ -194,7 +177,7 @@ async def _parse_slot(ctx: Ctx, slots: dict) -> int:
     if index:
         slot = await ServiceSlot.get(id=offered[index - 1])
     else:
-        when = when_of(ctx.text, ctx.local_now)
+        when = parse_when(ctx.text, ctx.local_now)
         if when is None:
             raise Invalid("请回复时段前面的数字,或说“周六上午”“十点那个”。")
         if not when.has_time:
@@ -275,25 +258,9 @@ async def _cancel_choice_prompt(ctx: Ctx, slots: dict) -> str:
         f"{b.service.name} {slot_text(b.slot)}" for b in bookings)
 
 
-async def _parse_cancel_choice(ctx: Ctx, slots: dict) -> int:
-    index = parse_choice(ctx.text, len(slots["_choices"]))
-    if not index:
-        raise Invalid("请回复列表里的数字。")
-    return slots["_choices"][index - 1]
-
-
 async def _cancel_confirm_prompt(ctx: Ctx, slots: dict) -> str:
     b = await Booking.get(id=slots["booking"]).prefetch_related("slot", "service")
     return f"确定取消“{b.service.name}”{slot_text(b.slot)}的预约吗?回复“是”确认取消。"
-
-
-async def _parse_yes(ctx: Ctx, slots: dict) -> bool:
-    answer = parse_yes_no(ctx.text)
-    if answer is None:
-        raise Invalid("请回复“是”或“不是”。")
-    if not answer:
-        raise EndFlow("好的,预约保留不变。")
-    return True
 
 
 async def _finish_cancel(ctx: Ctx, slots: dict) -> str:
@@ -306,8 +273,8 @@ async def _finish_cancel(ctx: Ctx, slots: dict) -> str:
 
 
 flow(Flow("cancel_booking", "取消预约", [
-    Step("booking", _cancel_choice_prompt, _parse_cancel_choice, example="例如:1"),
-    Step("confirm", _cancel_confirm_prompt, _parse_yes, example="例如:是"),
+    Step("booking", _cancel_choice_prompt, parse_listed, example="例如:1"),
+    Step("confirm", _cancel_confirm_prompt, yes_or_keep("好的,预约保留不变。"), example="例如:是"),
 ], _finish_cancel, prefill=_prefill_cancel))
 
 
@@ -365,7 +332,7 @@ async def day_roster(ctx: Ctx) -> str:
     rest = _rest(ctx, "预约名单")
     named = named_services(rest, services) if rest else []
     chosen = named or services
-    when = when_of(rest, ctx.local_now) if rest else None
+    when = parse_when(rest, ctx.local_now) if rest else None
     day = local(when.start if when else ctx.now).replace(hour=0, minute=0, second=0, microsecond=0)
     bookings = await day_bookings([s.id for s in chosen], day, day + timedelta(days=1))
     label = f"{day.month}月{day.day}日"
@@ -447,7 +414,7 @@ async def _parse_schedule(ctx: Ctx, slots: dict) -> dict:
     h0, m0, h1, m1 = int(m.group(1)), _minute(m.group(2)), int(m.group(3)), _minute(m.group(4))
     if h1 < h0 and h1 <= 12 and ("下午" in text or "晚上" in text):
         h1 += 12
-    day = when_of(text.replace(m.group(0), ""), ctx.local_now)
+    day = parse_when(text.replace(m.group(0), ""), ctx.local_now)
     if day is None:
         raise Invalid("请写明哪一天,例如“每周六”或“12月20号”。")
     if not (0 <= h0 < 24 and 0 <= h1 < 24):
@@ -459,27 +426,6 @@ async def _parse_schedule(ctx: Ctx, slots: dict) -> dict:
     if start <= ctx.now:
         raise Invalid("这个时间已经过去了。")
     return {"start": start.isoformat(), "end": end.isoformat(), "weekly": "每" in text}
-
-
-async def _parse_minutes(ctx: Ctx, slots: dict) -> int:
-    n = parse_int(ctx.text)
-    if n is None or not 5 <= n <= 240:
-        raise Invalid("请回复5到240之间的分钟数。")
-    return n
-
-
-async def _parse_capacity(ctx: Ctx, slots: dict) -> int:
-    n = parse_int(ctx.text)
-    if n is None or not 1 <= n <= 500:
-        raise Invalid("请回复1到500之间的数字。")
-    return n
-
-
-async def _parse_weeks(ctx: Ctx, slots: dict) -> int:
-    n = parse_int(ctx.text)
-    if n is None or not 1 <= n <= 26:
-        raise Invalid("请回复1到26之间的周数。")
-    return n
 
 
 async def _parse_place(ctx: Ctx, slots: dict) -> str:
@@ -529,9 +475,9 @@ flow(Flow("new_service", "新建服务", [
     Step("name", "请回复服务名称。", _parse_name, example="例如:磨刀"),
     Step("schedule", "什么时候提供?写明日期和起止时间,每周都有请写“每周”。", _parse_schedule,
          example="例如:每周六 9:00-11:00,或 12月20号 14:00-16:00"),
-    Step("minutes", "每个时段多少分钟?", _parse_minutes, example="例如:30"),
-    Step("capacity", "每个时段可以约几个人?", _parse_capacity, example="例如:5"),
-    Step("weeks", "连续开放几周?", _parse_weeks, example="例如:4",
+    Step("minutes", "每个时段多少分钟?", int_between(5, 240, "分钟数"), example="例如:30"),
+    Step("capacity", "每个时段可以约几个人?", int_between(1, 500), example="例如:5"),
+    Step("weeks", "连续开放几周?", int_between(1, 26, "周数"), example="例如:4",
          when=lambda s: s.get("schedule", {}).get("weekly")),
     Step("place", "在哪里?", _parse_place, example="例如:汇侨北社区党群服务中心门口"),
     confirm_step(_new_service_confirm),

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from tortoise.expressions import Q
 
-from handlers.engine import (Ctx, EndFlow, Flow, Invalid, Step, confirm_step, flow, numbered,
-                             staff_command, start_flow)
+from handlers.engine import (Ctx, EndFlow, Flow, Invalid, Step, confirm_step, flow, int_between,
+                             numbered, staff_command, start_flow)
 from models.activities import (Activity, ActivityStatus, Kind, Signup, SignupStatus, counts_for,
                                create_activity)
 from models.clock import local_text
@@ -132,13 +132,6 @@ async def _parse_place(ctx: Ctx, slots: dict) -> str:
     return place
 
 
-async def _parse_capacity(ctx: Ctx, slots: dict) -> int:
-    n = parse_int(ctx.text)
-    if n is None or not 1 <= n <= 5000:
-        raise Invalid("名额请回复1到5000之间的数字。")
-    return n
-
-
 async def _parse_points(ctx: Ctx, slots: dict) -> int:
     n = 0 if compact(ctx.text) in ("没有", "无", "不给", "0", "冇") else parse_int(ctx.text)
     if n is None or not 0 <= n <= 1000:
@@ -184,7 +177,7 @@ flow(Flow("publish", "发布活动", [
     Step("place", "在哪里举办?", _parse_place, example="例如:汇侨北社区党群服务中心"),
     Step("kind", "活动类型?回复数字:\n" + numbered(label for _, label in KINDS), _parse_kind,
          example="例如:1"),
-    Step("capacity", "有多少个名额?", _parse_capacity, example="例如:30"),
+    Step("capacity", "有多少个名额?", int_between(1, 5000, "名额数"), example="例如:30"),
     Step("points", "签到可得多少积分?没有请回复0。", _parse_points, example="例如:50"),
     confirm_step(_publish_confirm),
 ], _finish_publish))
