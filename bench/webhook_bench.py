@@ -24,7 +24,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 from wechatpy.crypto import WeChatCrypto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -88,13 +87,8 @@ async def load(url: str, messages: list[tuple[dict, bytes]], connections: int) -
 
 
 async def prepare_database() -> None:
-    name = PG.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(PG.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    from models.db import recreate_database
+    await recreate_database(PG)
     from models import db
     from models.demo import seed_places
     from models.places import Community

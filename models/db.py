@@ -72,6 +72,20 @@ def locked(queryset):
     return queryset.select_for_update() if is_postgres() else queryset
 
 
+async def recreate_database(url: str) -> None:
+    """Drop and create the PostgreSQL database named in `url` (tests and benchmarks start
+    from the schema the code declares)."""
+    import asyncpg  # noqa: PLC0415 - only tests and benchmarks need it
+
+    base, name = url.split("?")[0].rsplit("/", 1)
+    conn = await asyncpg.connect(base + "/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
 async def ping() -> bool:
     await connections.get("default").execute_query("SELECT 1")
     return True

@@ -9,16 +9,18 @@ import asyncio
 import os
 import re
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from bot.app import init_app
 from bot.config import Settings
-from models.db import truncate_all
+from models.db import recreate_database, truncate_all
 from models.demo import seed_places
 from tests.wx import WeChat
 
@@ -49,19 +51,7 @@ def _require(url: str, port: int, what: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     _require(PG_URL, 5432, "PostgreSQL")
-    parsed = urlparse(PG_URL)
-    name = parsed.path.lstrip("/")
-
-    async def create() -> None:
-        # A fresh database each session: the schema is always the one the code declares.
-        conn = await asyncpg.connect(PG_URL.replace(f"/{name}", "/postgres"))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    asyncio.run(recreate_database(PG_URL))  # the schema is always the declared one
     return PG_URL
 
 
@@ -142,3 +132,28 @@ async def run_transcript(wx: WeChat, openid: str, lines: list[tuple[str, str]]) 
         assert re.search(expected, reply, re.S), f"{said!r} → {reply!r} does not match {expected!r}"
         replies.append(reply)
     return replies
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cli_database_url(request, tmp_path) -> str:
+    """A fresh database of its own for a test that runs main.py as an operator would."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/cli.sqlite3"
+    url = request.getfixturevalue("postgres_url") + "_cli"
+    asyncio.run(recreate_database(url))
+    return url
+
+
+def run_cli(url: str, *args: str, stdin: str | None = None, ok: bool = True
+            ) -> subprocess.CompletedProcess:
+    """`python main.py ARGS` against `url` (no Redis); asserts success unless ok=False."""
+    env = {**os.environ, "DATABASE_URL": url}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc

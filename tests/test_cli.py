@@ -1,48 +1,21 @@
 """The command line, run as a newcomer or an operator would: real processes, real databases."""
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
-import asyncpg
 import pytest
 from openpyxl import load_workbook
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_cli
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/cli.sqlite3"
-    base = request.getfixturevalue("postgres_url")
-    name = urlparse(base).path.lstrip("/") + "_cli"
-
-    async def fresh() -> None:
-        conn = await asyncpg.connect(base.rsplit("/", 1)[0] + "/postgres")
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(fresh())
-    return base.rsplit("/", 1)[0] + "/" + name
+@pytest.fixture
+def database_url(cli_database_url) -> str:
+    return cli_database_url
 
 
-def run(url: str, *args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": url}
-    env.pop("REDIS_URL", None)
-    proc = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+run = run_cli
 
 
 def test_admin_commands(database_url, tmp_path):
