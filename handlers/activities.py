@@ -193,7 +193,7 @@ async def _parse_who(ctx: Ctx, slots: dict) -> str:
         return "self"
     if index == 2 or _wants_family(ctx):
         return await _for_family(ctx, slots)
-    if any(w in compact(ctx.text) for w in ("自己", "本人", "我")):
+    if compact(ctx.text) in ("我", "我自己", "自己", "本人", "我本人", "给我", "帮我自己"):
         return "self"
     raise Invalid("请回复1(自己)或2(家人)。")
 

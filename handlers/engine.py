@@ -8,6 +8,7 @@ value or raises `Invalid` (asked again, with why and an example) or `EndFlow` (l
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable
@@ -366,6 +367,8 @@ def menu_text() -> str:
 
 CANCEL_WORDS = {"取消", "退出", "不办了", "算了", "退出吧", "不要了", "唔要了", "唔使了", "结束", "q", "quit"}
 HELP_WORDS = {"帮助", "菜单", "help", "功能", "功能介绍", "怎么用", "点用", "?", "不会用"}
+# 我要找人工, 帮我转人工服务, 人工客服吧 (but not 结束人工, which the 转人工 relay handles).
+HUMAN_RE = re.compile(r"^(我要|我想|要|想|帮我|请)?(转|找|叫|接|转接)?人工(服务|客服)?(吧|啦|呀|啊)?$")
 HUMAN_WORDS = {"转人工", "人工", "人工服务", "找人工", "真人", "找真人"}
 MIN_CONFIDENCE = 0.45
 
@@ -414,7 +417,7 @@ async def _route(ctx: Ctx) -> str | None:
             example = f"\n{s.example}" if s.example else ""
             return f"您正在办理“{f.title}”。{example}\n{await reprompt(ctx)}"
         return await REGISTRY.intents["help"](ctx)
-    if words in HUMAN_WORDS:
+    if words in HUMAN_WORDS or HUMAN_RE.match(words):
         if ctx.flow:
             await abort_flow(ctx)
         return await REGISTRY.intents["human"](ctx)

@@ -69,11 +69,13 @@ async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, str]:
 @pytest.mark.parametrize("delivery_check", [True, False], ids=["delivery-check", "real-wechat"])
 async def test_sigkill_mid_batch_then_restart_sends_each_notice_at_most_once(push, delivery_check):
     openids = await _residents_and_notices(N)
-    push.fake.latency = 0.01  # about 8 requests on the wire at any moment
+    push.fake.latency = 0.03  # about 8 requests on the wire at any moment
     env = _env(push, WECHAT_DELIVERY_CHECK=int(delivery_check))
 
     worker = await _start(env)
     await _until(lambda: _async(len(push.fake.sends()) >= 500), 60, "the first 500 sends")
+    # Kill while rows are claimed and on the wire (not between two batches).
+    await _until(_in_flight, 30, "rows in flight")
     worker.send_signal(signal.SIGKILL)
     await worker.wait()
     assert worker.returncode == -signal.SIGKILL
@@ -109,6 +111,10 @@ async def test_sigkill_mid_batch_then_restart_sends_each_notice_at_most_once(pus
 
 async def _async(value):
     return value
+
+
+async def _in_flight() -> bool:
+    return await Outbox.filter(status=OutboxStatus.IN_FLIGHT).exists()
 
 
 async def _done() -> bool:

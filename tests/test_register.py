@@ -134,3 +134,13 @@ async def test_profile_menu_by_number(wx):
     ])
     assert (await Resident.get(openid="o-menu")).name == "陈美玲"
     assert await Community.all().count() == 4
+
+
+async def test_asking_for_a_person_interrupts_a_flow(wx):
+    await _registered(wx, "o-human")
+    await run_transcript(wx, "o-human", [
+        ("我要改手机号", r"手机号"),
+        ("我要找人工", r"^(?!.*手机号好像不对).*工作人员"),  # handed over, not a bad phone
+    ])
+    assert "改好了" not in await wx.say("o-human", "是")  # the change flow was left
+    assert (await Resident.get(openid="o-human")).phone == "13800138002"
