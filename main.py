@@ -38,7 +38,8 @@ def cmd_init_db(settings: Settings, args) -> None:
 def cmd_seed_demo(settings: Settings, args) -> None:
     from models.demo import seed_demo
     asyncio.run(_db(seed_demo)(settings))
-    print("演示数据已写入(街道、社区、组织、演示工作人员 demo-staff)。")
+    print("演示数据已写入:街道、社区、组织、活动、商家与礼品、服务、问卷、一件诉求;"
+          "演示工作人员 demo-staff,演示商家 demo-merchant。")
 
 
 def cmd_chat(settings: Settings, args) -> None:
