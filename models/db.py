@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import asyncpg
 from tortoise import Tortoise, connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 # Every module holding models; later domains add theirs here.
@@ -23,17 +25,30 @@ MODEL_MODULES = [
 ]
 
 
-def _with_pool(url: str) -> str:
-    """asyncpg's pool defaults to 5 connections: too few for 50 concurrent webhook requests."""
-    if url.startswith(("postgres://", "asyncpg://")) and "maxsize=" not in url:
-        size = os.environ.get("DB_POOL_SIZE", "20")
-        url += ("&" if "?" in url else "?") + f"minsize=1&maxsize={size}"
-    return url
+class _NoResetConnection(asyncpg.connection.Connection):
+    """asyncpg resets session state (advisory locks, LISTEN, SET) each time a connection goes
+    back to the pool: one more round trip for every query. Nothing here uses session state,
+    and an open transaction is still rolled back on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def _connection(url: str) -> str | dict:
+    if not url.startswith(("postgres://", "asyncpg://")):
+        return url
+    config = expand_db_url(url)
+    credentials = config["credentials"]
+    # asyncpg's pool defaults to 5 connections: too few for 50 concurrent webhook requests.
+    credentials.setdefault("maxsize", int(os.environ.get("DB_POOL_SIZE", "20")))
+    credentials.setdefault("minsize", 1)
+    credentials["connection_class"] = _NoResetConnection
+    return config
 
 
 def tortoise_config(url: str) -> dict:
     return {
-        "connections": {"default": _with_pool(url)},
+        "connections": {"default": _connection(url)},
         "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",
@@ -75,8 +90,6 @@ def locked(queryset):
 async def recreate_database(url: str) -> None:
     """Drop and create the PostgreSQL database named in `url` (tests and benchmarks start
     from the schema the code declares)."""
-    import asyncpg  # noqa: PLC0415 - only tests and benchmarks need it
-
     base, name = url.split("?")[0].rsplit("/", 1)
     conn = await asyncpg.connect(base + "/postgres")
     try:
