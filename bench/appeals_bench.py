@@ -15,31 +15,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
-
 from models import db  # noqa: E402
 from models.appeals import NewAppeal, appeal_figures, file_appeal, run_appeal_deadlines  # noqa: E402
 from models.clock import utcnow  # noqa: E402
 from models.demo import seed_places  # noqa: E402
-from models.places import Community  # noqa: E402
 from models.residents import register_resident  # noqa: E402
-
-
-async def ensure_db(url: str) -> None:
-    if not url.startswith("postgres"):
-        return
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 async def main(n: int) -> None:
     url = os.environ.get("DATABASE_URL", "sqlite:///tmp/yfl_bench_appeals.sqlite3")
-    await ensure_db(url)
+    if url.startswith("postgres"):
+        await db.recreate_database(url)
     await db.init_db(url)
     await db.truncate_all()
     communities = await seed_places()

@@ -21,8 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
-
 from bot.config import Settings  # noqa: E402
 from bot.dispatcher import Dispatcher  # noqa: E402
 from bot.store import make_store  # noqa: E402
@@ -40,16 +38,6 @@ from tests.fake_wechat import FakeWeChat  # noqa: E402
 PG = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/yfl_bench_push")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TEMPLATES = {"*": "TPL-ACTIVITY"}
-
-
-async def create_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 async def setup(n: int):
@@ -83,7 +71,7 @@ async def main() -> None:
     p.add_argument("--batch", type=int, default=200)
     args = p.parse_args()
 
-    await create_database(PG)
+    await db.recreate_database(PG)
     await db.init_db(PG)
     staff, activity = await setup(args.residents)
     fake = FakeWeChat(latency=args.latency)
