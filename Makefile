@@ -55,6 +55,8 @@ services:
 bench: $(VENV)/.dev-installed services
 	$(PY) bench/classify_bench.py
 	$(PY) bench/webhook_bench.py
+	$(PY) bench/race_bench.py
+	$(PY) bench/push_bench.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
