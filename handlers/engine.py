@@ -162,6 +162,8 @@ class Registry:
     scenes: dict[str, Callable[[Ctx, str], Awaitable[str | None]]] = field(default_factory=dict)
     # Extra text hooks tried before the classifier (e.g. a rating digit after resolution).
     hooks: list[Handler] = field(default_factory=list)
+    # Hooks for images, locations and other media outside a flow (e.g. relayed in 转人工).
+    media_hooks: list[Handler] = field(default_factory=list)
     # (resident, now) -> is something still waiting for the resident's next message? Asked
     # only when the resident's attention flag was set (see settle_attention).
     pending_checks: list[Callable] = field(default_factory=list)
@@ -401,16 +403,19 @@ async def _route(ctx: Ctx) -> str | None:
     if inc.kind not in ("text", "voice"):
         if step and inc.kind in step[1].accepts:
             return await run_step(ctx)
+        for hook in REGISTRY.media_hooks:
+            if (reply := await hook(ctx)) is not None:
+                return reply
         return await REGISTRY.intents["_media"](ctx)
     if not ctx.norm:
         return "我没有收到文字内容。" + ("\n" + await reprompt(ctx) if step else "\n\n" + menu_text())
 
     words = _words(ctx)
-    if words in CANCEL_WORDS:
-        if ctx.flow:
-            title = await abort_flow(ctx)
-            return f"好的,已退出“{title}”,没有做任何更改。需要时随时再找我。"
-        return "好的。需要帮忙时随时找我,回复“菜单”看看我能做什么。"
+    if words in CANCEL_WORDS and ctx.flow:
+        title = await abort_flow(ctx)
+        return f"好的,已退出“{title}”,没有做任何更改。需要时随时再找我。"
+    # Outside a flow a bare 取消 goes on: an open 转人工 conversation ends with it (a hook),
+    # else the classifier's `cancel` intent answers.
     if words in HELP_WORDS:
         if step:
             f, s = step

@@ -17,7 +17,8 @@ from models.handover import (IDLE_MINUTES, HandoverError, close_idle_handovers, 
 from models.places import Community
 from nlp.normalize import compact
 
-END_WORDS = {"结束人工", "结束对话", "结束会话", "退出人工", "结束聊天", "挂断", "不用了谢谢", "好了谢谢",
+END_WORDS = {"取消", "退出", "结束", "结束人工", "结束对话", "结束会话", "退出人工", "结束聊天", "挂断",
+             "不用了谢谢", "好了谢谢",
              "没事了", "没有了谢谢", "冇嘢喇", "唔该晒"}
 _HANDLE_RE = re.compile(r"^\s*[#＃]\s*(\d{1,3})\s*[,,::]?\s*(.*)$", re.S)
 _STAFF_END = {"结束", "结束对话", "结束会话", "完", "再见"}
@@ -66,6 +67,29 @@ async def relay_hook(ctx: Ctx) -> str | None:
 
 
 REGISTRY.hooks.insert(0, relay_hook)
+
+
+async def relay_media_hook(ctx: Ctx) -> str | None:
+    """A photo or a location sent during 转人工 goes to the staff member too."""
+    r, inc = ctx.resident, ctx.incoming
+    h = await open_handover_of(r.id) if r is not None and ctx.attention else None
+    if h is None:
+        return None
+    if inc.kind == "image":
+        text = f"[图片] {inc.pic_url}"
+    elif inc.kind == "location" and inc.location:
+        loc = inc.location
+        text = f"[位置] {loc.get('label') or ''}({loc.get('x')},{loc.get('y')})"
+    else:
+        return None
+    try:
+        await relay_from_resident(h.id, r, text, ctx.now)
+    except HandoverError:
+        return None
+    return "已转给工作人员。(回复“结束人工”结束对话)"
+
+
+REGISTRY.media_hooks.append(relay_media_hook)
 
 
 async def _handover_open(resident, now) -> bool:

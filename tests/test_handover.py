@@ -98,3 +98,31 @@ async def test_unregistered_person_is_asked_to_register_first(wx):
     reply = await wx.say("o-stranger", "转人工")
     assert "登记" in reply and "社区" in reply
     assert not await Handover.exists()
+
+
+async def test_bare_cancel_ends_the_conversation_and_otherwise_just_answers(wx):
+    await h.resident("o-hc", name="黄伯")
+    await h.staff("o-duty2", "汇侨北社区居委会", "社工小王")
+    assert "值班" in await wx.say("o-duty2", "值班")
+    await run_transcript(wx, "o-hc", [
+        ("转人工", r"值班工作人员"),
+        ("取消", r"人工对话已结束"),
+        ("取消", r"没有正在办理的事"),  # nothing open any more: the plain answer
+    ])
+    assert (await Handover.get()).state == HandoverState.CLOSED
+
+
+async def test_photo_and_location_are_relayed_during_a_conversation(wx):
+    from tests.wx import xml_of
+    await h.resident("o-hp", name="李姨")
+    await h.staff("o-duty3", "汇侨北社区居委会", "社工小王")
+    assert "值班" in await wx.say("o-duty3", "值班")
+    await run_transcript(wx, "o-hp", [("转人工", r"值班工作人员")])
+    photo = await wx.post_xml(xml_of("o-hp", "image", PicUrl="http://img.example/crack.jpg",
+                                     MediaId="m9", MsgId=880001))
+    assert "已转给工作人员" in photo.content
+    spot = await wx.post_xml(xml_of("o-hp", "location", Location_X="23.18", Location_Y="113.27",
+                                    Scale="15", Label="汇侨北3栋", MsgId=880002))
+    assert "已转给工作人员" in spot.content
+    to_staff = await told("o-duty3")
+    assert "http://img.example/crack.jpg" in to_staff[-2] and "汇侨北3栋" in to_staff[-1]
