@@ -13,6 +13,7 @@ from models.activities import (Activity, ActivityStatus, Kind, Signup, SignupSta
 from models.clock import local_text
 from models.places import Organisation
 from nlp.entities import parse_choice, parse_int, parse_when
+from nlp import tokenizer
 from nlp.fuzzy import Catalog
 from nlp.normalize import compact, mask_phone
 
@@ -167,6 +168,7 @@ async def _finish_publish(ctx: Ctx, slots: dict) -> str:
         points_volunteer=slots["points"] if slots["kind"] == "volunteer" else 0,
         community_id=org.community_id, street_id=org.street_id if not org.community_id else None,
         organisation_id=org.id, contact=org.contact, created_by_id=ctx.resident.id)
+    tokenizer.add_words([activity.title])  # so the new name segments as one word from now on
     return (f"已发布“{activity.title}”,编号{activity.id},签到码 {activity.checkin_code}。"
             "居民现在就可以报名了。发送“报名统计”看实时人数。")
 

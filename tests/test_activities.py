@@ -6,10 +6,12 @@ import asyncio
 import time
 from datetime import timedelta
 
+from handlers.vocabulary import catalog_words
 from models.activities import Activity, FamilyMember, Signup, SignupStatus
 from models.outbox import Outbox
 from models.points import PointsEntry, ledger_mismatches
 from models.residents import Resident
+from nlp import tokenizer
 from tests import helpers as h
 from tests.conftest import make_settings, run_transcript
 from tests.wx import WeChat, event_xml, text_xml
@@ -199,6 +201,8 @@ async def test_staff_publish_counts_roster_code_and_fill_notices(wx):
         ("是", r"已发布.*签到码"),
     ])
     act = await Activity.get(title="周末亲子手工")
+    assert "周末亲子手工" in tokenizer.cut("我想报名周末亲子手工")  # the new name is one word
+    assert "周末亲子手工" in await catalog_words()  # and is loaded again at the next start
     assert act.capacity == 5 and act.points_participant == 20 and act.kind == "culture"
     for i in range(5):
         await h.resident(f"o-fill{i}")
