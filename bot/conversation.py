@@ -5,6 +5,7 @@ Also where a reply that missed WeChat's deadline is handed to the outbox.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import logging
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -21,6 +22,17 @@ log = logging.getLogger(__name__)
 
 # handle() returns this for a message already claimed by an earlier delivery (a WeChat retry).
 DUPLICATE = object()
+# The reply cache holds this when the webhook already answered `success` (the reply goes out
+# through the outbox): a stray retry must not get it in-band as well.
+LATE = "\x00late"
+
+
+@dataclass
+class Delivery:
+    """One delivery of a message: its dedupe key, and whether the webhook gave up waiting."""
+
+    key: str
+    late: bool = False
 SORRY = "抱歉,系统开小差了,刚才的话没有办成。请稍后再试,或回复“转人工”。"
 BUSY = "您刚才的消息还在处理中,请稍等片刻再发。"
 
@@ -36,25 +48,29 @@ class Conversation:
                                    hold_seconds=settings.signup_hold_seconds)
         self.touch_interval = timedelta(seconds=settings.touch_interval_seconds)
 
-    async def handle(self, incoming: Incoming, claim: str | None = None):
-        """The reply (None for none), or DUPLICATE if `claim` was taken by an earlier delivery.
+    async def handle(self, incoming: Incoming, delivery: Delivery | None = None):
+        """The reply (None for none), or DUPLICATE if the delivery's key was already claimed.
 
         The claim is made under the resident's lock, so that a burst is handled in arrival
-        order and a retry never runs the handler again. Never raises: a resident gets an
-        apology, never a stack trace.
+        order and a retry never runs the handler again; the reply is cached for retries in
+        the same round trip that saves the state and releases the lock. Never raises: a
+        resident gets an apology, never a stack trace.
         """
         try:
             # The state is read only once the resident's lock is held, and saved before release.
             async with self.store.guard("openid:" + incoming.openid, "state:" + incoming.openid,
                                         timeout=self.settings.lock_timeout_seconds,
                                         wait=self.settings.lock_timeout_seconds,
-                                        claim=("dedupe:" + claim, self.settings.dedupe_ttl_seconds)
-                                        if claim else None) as guarded:
+                                        claim=("dedupe:" + delivery.key, self.settings.dedupe_ttl_seconds)
+                                        if delivery else None) as guarded:
                 if not guarded.claimed:
                     return DUPLICATE
                 state = json.loads(guarded.value) if guarded.value else {}
                 reply = await self._turn(incoming, state)
                 guarded.save(json.dumps(state, ensure_ascii=False), self.state_ttl)
+                if delivery:
+                    guarded.also("reply:" + delivery.key, LATE if delivery.late else reply or "",
+                                  self.settings.dedupe_ttl_seconds)
                 return reply
         except LockTimeout:
             log.warning("lock timeout for %s", incoming.openid)

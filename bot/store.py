@@ -20,13 +20,19 @@ class LockTimeout(Exception):
 
 
 class Guarded:
-    def __init__(self, value: str | None, claimed: bool = True) -> None:
+    def __init__(self, key: str, value: str | None, claimed: bool = True) -> None:
+        self.key = key
         self.value = value
         self.claimed = claimed  # False: the claim key was already taken
-        self.pending: tuple[str, float] | None = None
+        self.writes: list[tuple[str, str, float]] = []
 
     def save(self, value: str, ttl: float) -> None:
-        self.pending = (value, ttl)
+        """Write the guarded key when the lock is released."""
+        self.writes.append((self.key, value, ttl))
+
+    def also(self, key: str, value: str, ttl: float) -> None:
+        """Write another key in the same round trip as the release."""
+        self.writes.append((key, value, ttl))
 
 
 class Store:
@@ -47,8 +53,8 @@ class Store:
     def guard(self, name: str, key: str, *, timeout: float, wait: float,
               claim: tuple[str, float] | None = None) -> "AsyncIterator[Guarded]":
         """`lock(name)` plus the value of `key` read once the lock is held, and optionally
-        `claim` = (key, ttl) SET NX under the lock (`Guarded.claimed`); a value given to
-        `Guarded.save` is written when the lock is released. On Redis that is one round trip
+        `claim` = (key, ttl) SET NX under the lock (`Guarded.claimed`); values given to
+        `Guarded.save` / `Guarded.also` are written when the lock is released. On Redis that is one round trip
         in and one out (every message pays for this, so it matters)."""
         raise NotImplementedError
 
@@ -130,10 +136,10 @@ class MemoryStore(Store):
                     claim: tuple[str, float] | None = None) -> AsyncIterator[Guarded]:
         async with self.lock(name, timeout=timeout, wait=wait):
             claimed = await self.set_nx(claim[0], "1", claim[1]) if claim else True
-            guarded = Guarded(await self.get(key), claimed)
+            guarded = Guarded(key, await self.get(key), claimed)
             yield guarded
-            if guarded.pending:
-                await self.set(key, *guarded.pending)
+            for write in guarded.writes:
+                await self.set(*write)
 
 
 class RedisStore(Store):
@@ -210,11 +216,10 @@ return {1, claimed, value or false}
                 raise LockTimeout(lock_key)
             await asyncio.sleep(0.005)
 
-    async def _release(self, lock_key: str, token: str, write: tuple[str, str, float] | None) -> None:
+    async def _release(self, lock_key: str, token: str, writes: list[tuple[str, str, float]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            if write is not None:
-                key, value, ttl = write
-                pipe.set(key, value, px=max(1, int(ttl * 1000)))
+            for key, value, ttl in writes:
+                pipe.set(self.k(key), value, px=max(1, int(ttl * 1000)))
             pipe.eval(self._RELEASE, 1, lock_key, token)
             await pipe.execute()
 
@@ -226,7 +231,7 @@ return {1, claimed, value or false}
             try:
                 yield
             finally:
-                await self._release(lock_key, token, None)
+                await self._release(lock_key, token, [])
 
     @asynccontextmanager
     async def guard(self, name: str, key: str, *, timeout: float, wait: float,
@@ -234,12 +239,11 @@ return {1, claimed, value or false}
         async with self._local.lock(name, timeout=timeout, wait=wait):
             lock_key, token = self.k("lock:" + name), uuid.uuid4().hex
             value, claimed = await self._acquire(lock_key, token, timeout, wait, self.k(key), claim)
-            guarded = Guarded(value, claimed)
+            guarded = Guarded(key, value, claimed)
             try:
                 yield guarded
             finally:
-                write = (self.k(key), *guarded.pending) if guarded.pending else None
-                await self._release(lock_key, token, write)
+                await self._release(lock_key, token, guarded.writes)
 
 
 def make_store(redis_url: str | None, prefix: str = "yfl:") -> Store:

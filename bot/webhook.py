@@ -13,13 +13,12 @@ import logging
 from aiohttp import web
 
 from bot import keys
-from bot.conversation import DUPLICATE
+from bot.conversation import DUPLICATE, LATE, Delivery
 from bot.protocol import Refused, dedupe_key, parse, render_text, split_reply, to_incoming, verify
 
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"
-LATE = "\x00late"  # reply-cache marker: the answer went (or goes) through the outbox
 
 
 async def verify_get(request: web.Request) -> web.Response:
@@ -81,21 +80,23 @@ async def answer(app: web.Application, msg) -> str | None:
     # Created before any await: the resident's lock is FIFO, so a burst keeps its arrival
     # order; the dedupe claim is made under that lock (see Conversation.handle).
     incoming = to_incoming(msg)
-    task = asyncio.create_task(conversation.handle(incoming, claim=key))
+    delivery = Delivery(key)
+    task = asyncio.create_task(conversation.handle(incoming, delivery))
     done, _ = await asyncio.wait({task}, timeout=budget)
     if task in done:
         reply = task.result()
         if reply is DUPLICATE:  # a retry: the first delivery's reply, once it is there
             cached = await store.wait_for("reply:" + key, max(0.0, budget - (loop.time() - started)))
             log.info("retry of %s answered from %s", key, "cache" if cached else "nothing yet")
-            return None if cached in (None, "", LATE) else cached
+            return None if cached in (None, "", LATE) else _first_and_rest(
+                cached, settings.reply_max_bytes)[0]
         first, rest = _first_and_rest(reply, settings.reply_max_bytes)
-        await store.set("reply:" + key, first or "", settings.dedupe_ttl_seconds)
-        for i, part in enumerate(rest, 1):
+        for i, part in enumerate(rest, 1):  # the parts WeChat cannot show in one reply
             await conversation.deliver_late(incoming.openid, f"{key}:{i}", part)
         return first
 
     # Past the budget: answer `success` now; the reply follows through the outbox.
+    delivery.late = True  # the turn's release caches LATE, not the reply
     background = app[keys.BACKGROUND]
     late = asyncio.create_task(_late(conversation, store, settings, incoming.openid, key, task))
     background.add(late)

@@ -211,8 +211,10 @@ async def test_long_reply_is_split_and_rest_goes_to_outbox(client, wx, monkeypat
     from handlers.engine import REGISTRY
     monkeypatch.setitem(REGISTRY.intents, "greeting",
                         _fixed_reply("\n".join(f"第{i}行:" + "社区活动" * 20 for i in range(40))))
-    reply = await wx.say("o-long", "你好")
+    xml = text_xml("o-long", "你好", msg_id=20001)
+    reply = (await wx.post_xml(xml)).content
     assert len(reply.encode()) <= 2000
+    assert (await wx.post_xml(xml)).content == reply  # a retry: the same first part, nothing more
     rows = await Outbox.filter(recipient="o-long").order_by("id")
     assert rows and all(len(r.text.encode()) <= 2000 for r in rows)
     assert reply.startswith("第0行") and rows[-1].text.endswith("社区活动" * 20)

@@ -155,3 +155,11 @@ async def test_guard_claims_once(store):
     assert results.count(True) == 1
     async with store.guard("C", "s", timeout=5, wait=5) as g:  # no claim asked: always claimed
         assert g.claimed
+
+
+async def test_guard_writes_more_keys_with_the_release(store):
+    async with store.guard("W", "w-state", timeout=5, wait=5) as guarded:
+        guarded.save("state", 10)
+        guarded.also("w-reply", "reply", 10)
+        assert await store.get("w-reply") is None  # nothing written before the release
+    assert (await store.get("w-state"), await store.get("w-reply")) == ("state", "reply")
