@@ -329,6 +329,16 @@ async def parse_listed(ctx: Ctx, slots: dict):
     return choices[index - 1]
 
 
+def text_between(low: int, high: int, what: str):
+    """A parser for free text (a name, a title, a place) of low..high characters."""
+    async def parse(ctx: Ctx, slots: dict) -> str:
+        text = ctx.text.strip()
+        if not low <= len(text) <= high:
+            raise Invalid(f"{what}请用{low}到{high}个字。")
+        return text
+    return parse
+
+
 def int_between(low: int, high: int, what: str = "数字"):
     """A parser for a whole number in [low, high] (Arabic or Chinese numerals)."""
     async def parse(ctx: Ctx, slots: dict) -> int:

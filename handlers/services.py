@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from handlers.engine import (MIN_CONFIDENCE, REGISTRY, Ctx, EndFlow, Flow, Invalid, Step,
                              confirm_step, flow, int_between, intent, numbered, parse_listed,
-                             staff_command, start_flow, yes_or_keep)
+                             staff_command, start_flow, text_between, yes_or_keep)
 from models.clock import local
 from models.places import Organisation
 from models.services import (Booking, BookingError, BookingStatus, Service, ServiceError,
@@ -399,13 +399,6 @@ def _minute(s: str | None) -> int:
     return 30 if s == "半" else int(s or 0)
 
 
-async def _parse_name(ctx: Ctx, slots: dict) -> str:
-    name = ctx.text.strip()
-    if not 2 <= len(name) <= 20:
-        raise Invalid("服务名称请用2到20个字。")
-    return name
-
-
 async def _parse_schedule(ctx: Ctx, slots: dict) -> dict:
     text = re.sub(r"\s+", "", unicodedata.normalize("NFKC", ctx.text))
     m = _RANGE_RE.search(text)
@@ -426,13 +419,6 @@ async def _parse_schedule(ctx: Ctx, slots: dict) -> dict:
     if start <= ctx.now:
         raise Invalid("这个时间已经过去了。")
     return {"start": start.isoformat(), "end": end.isoformat(), "weekly": "每" in text}
-
-
-async def _parse_place(ctx: Ctx, slots: dict) -> str:
-    place = ctx.text.strip()
-    if not 2 <= len(place) <= 60:
-        raise Invalid("地点请用2到60个字。")
-    return place
 
 
 async def _new_service_confirm(ctx: Ctx, slots: dict) -> str:
@@ -472,14 +458,14 @@ async def _finish_new_service(ctx: Ctx, slots: dict) -> str:
 
 
 flow(Flow("new_service", "新建服务", [
-    Step("name", "请回复服务名称。", _parse_name, example="例如:磨刀"),
+    Step("name", "请回复服务名称。", text_between(2, 20, "服务名称"), example="例如:磨刀"),
     Step("schedule", "什么时候提供?写明日期和起止时间,每周都有请写“每周”。", _parse_schedule,
          example="例如:每周六 9:00-11:00,或 12月20号 14:00-16:00"),
     Step("minutes", "每个时段多少分钟?", int_between(5, 240, "分钟数"), example="例如:30"),
     Step("capacity", "每个时段可以约几个人?", int_between(1, 500), example="例如:5"),
     Step("weeks", "连续开放几周?", int_between(1, 26, "周数"), example="例如:4",
          when=lambda s: s.get("schedule", {}).get("weekly")),
-    Step("place", "在哪里?", _parse_place, example="例如:汇侨北社区党群服务中心门口"),
+    Step("place", "在哪里?", text_between(2, 60, "地点"), example="例如:汇侨北社区党群服务中心门口"),
     confirm_step(_new_service_confirm),
 ], _finish_new_service))
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from tortoise.expressions import Q
 
 from handlers.engine import (Ctx, EndFlow, Flow, Invalid, Step, confirm_step, flow, int_between,
-                             numbered, staff_command, start_flow)
+                             numbered, staff_command, start_flow, text_between)
 from models.activities import (Activity, ActivityStatus, Kind, Signup, SignupStatus, counts_for,
                                create_activity)
 from models.clock import local_text
@@ -110,13 +110,6 @@ async def checkin_code(ctx: Ctx) -> str:
 
 # ---------------------------------------------------------------------------- publishing
 
-async def _parse_title(ctx: Ctx, slots: dict) -> str:
-    title = ctx.text.strip()
-    if not 2 <= len(title) <= 40:
-        raise Invalid("活动名称请用2到40个字。")
-    return title
-
-
 async def _parse_time(ctx: Ctx, slots: dict):
     when = parse_when(ctx.text, ctx.local_now)
     if when is None or not when.has_time:
@@ -124,13 +117,6 @@ async def _parse_time(ctx: Ctx, slots: dict):
     if when.start <= ctx.now:
         raise Invalid("这个时间已经过去了。")
     return when.start.isoformat()
-
-
-async def _parse_place(ctx: Ctx, slots: dict) -> str:
-    place = ctx.text.strip()
-    if not 2 <= len(place) <= 60:
-        raise Invalid("地点请用2到60个字。")
-    return place
 
 
 async def _parse_points(ctx: Ctx, slots: dict) -> int:
@@ -174,9 +160,9 @@ async def _finish_publish(ctx: Ctx, slots: dict) -> str:
 
 
 flow(Flow("publish", "发布活动", [
-    Step("title", "请回复活动名称。", _parse_title, example="例如:寒假作业辅导班"),
+    Step("title", "请回复活动名称。", text_between(2, 40, "活动名称"), example="例如:寒假作业辅导班"),
     Step("start", "活动什么时候开始?", _parse_time, example="例如:12月20号下午三点"),
-    Step("place", "在哪里举办?", _parse_place, example="例如:汇侨北社区党群服务中心"),
+    Step("place", "在哪里举办?", text_between(2, 60, "地点"), example="例如:汇侨北社区党群服务中心"),
     Step("kind", "活动类型?回复数字:\n" + numbered(label for _, label in KINDS), _parse_kind,
          example="例如:1"),
     Step("capacity", "有多少个名额?", int_between(1, 5000, "名额数"), example="例如:30"),
