@@ -92,9 +92,9 @@ class Conversation:
         state["updated"] = incoming.now.timestamp()
         return reply
 
-    async def deliver_late(self, openid: str, key: str, reply: str | None) -> None:
-        """The webhook already answered `success`: the reply becomes a customer-service message."""
-        if reply:
-            await enqueue(notice(openid, "late_reply", reply, f"late:{key}"))
-            log.info("late reply for %s queued (%.0f ms budget missed)", openid,
-                     self.settings.reply_budget_seconds * 1000)
+    async def send_later(self, openid: str, key: str, text: str | None, kind: str) -> None:
+        """A reply the webhook could not give in-band (`late_reply`: past the budget;
+        `reply_part`: beyond what one reply shows) goes out as a customer-service message."""
+        if text:
+            await enqueue(notice(openid, kind, text, f"{kind}:{key}"))
+            log.info("%s for %s queued", kind, openid)

@@ -92,7 +92,7 @@ async def answer(app: web.Application, msg) -> str | None:
                 cached, settings.reply_max_bytes)[0]
         first, rest = _first_and_rest(reply, settings.reply_max_bytes)
         for i, part in enumerate(rest, 1):  # the parts WeChat cannot show in one reply
-            await conversation.deliver_late(incoming.openid, f"{key}:{i}", part)
+            await conversation.send_later(incoming.openid, f"{key}:{i}", part, "reply_part")
         return first
 
     # Past the budget: answer `success` now; the reply follows through the outbox.
@@ -118,6 +118,6 @@ async def _late(conversation, store, settings, openid: str, key: str, task: asyn
             return
         # Retries from now on answer `success`: the reply goes out once, through the outbox.
         await store.set("reply:" + key, LATE, settings.dedupe_ttl_seconds)
-        await conversation.deliver_late(openid, key, reply)
+        await conversation.send_later(openid, key, reply, "late_reply")
     except Exception:  # noqa: BLE001
         log.exception("late reply for %s could not be queued", openid)

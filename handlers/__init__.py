@@ -8,6 +8,3 @@ from handlers import merchants, rewards  # noqa: F401
 from handlers import broadcasts  # noqa: F401
 from handlers import appeals, handover  # noqa: F401
 from handlers.engine import dispatch  # noqa: F401
-from handlers.general import register_placeholders
-
-register_placeholders()

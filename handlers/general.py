@@ -48,26 +48,6 @@ async def media(ctx: Ctx) -> str:
     return show_menu(ctx, f"收到您的{what},谢谢!不过我现在只看得懂文字。")
 
 
-# Features whose issue has not landed answer honestly with what the bot can do today.
-_NOT_YET = {
-    "activity_list": "社区活动", "activity_signup": "活动报名", "activity_cancel": "取消报名",
-    "my_activities": "我的报名", "checkin": "活动签到", "points_balance": "积分查询",
-    "points_history": "积分明细", "points_rules": "积分规则",
-}
-
-
-def _not_yet(label: str):
-    async def handler(ctx: Ctx) -> str:
-        return show_menu(ctx, f"“{label}”功能还在建设中,暂时不能在这里办理,请先联系所在社区居委会。")
-    return handler
-
-
-def register_placeholders() -> None:
-    """Give every intent without a real handler an honest answer (called after all imports)."""
-    for name, label in _NOT_YET.items():
-        REGISTRY.intents.setdefault(name, _not_yet(label))
-
-
 # ---------------------------------------------------------------------------- events
 
 def _scene(key: str) -> str:

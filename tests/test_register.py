@@ -144,3 +144,9 @@ async def test_asking_for_a_person_interrupts_a_flow(wx):
     ])
     assert "改好了" not in await wx.say("o-human", "是")  # the change flow was left
     assert (await Resident.get(openid="o-human")).phone == "13800138002"
+
+
+def test_every_intent_has_a_handler():
+    from handlers.engine import REGISTRY
+    from nlp.intents import INTENTS
+    assert set(INTENTS) <= set(REGISTRY.intents)
