@@ -112,17 +112,21 @@ def render_text(msg, text: str) -> str:
 
 def _pieces(line: str, max_bytes: int):
     """A line longer than the limit is cut by characters (UTF-8 bytes counted)."""
-    piece = ""
+    piece, size = [], 0
     for ch in line:
-        if len((piece + ch).encode()) > max_bytes:
-            yield piece
-            piece = ""
-        piece += ch
-    yield piece
+        width = len(ch.encode())
+        if size + width > max_bytes:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(ch)
+        size += width
+    yield "".join(piece)
 
 
 def split_reply(text: str, max_bytes: int) -> list[str]:
     """Cut a long reply at line breaks into parts WeChat will show (about 2,000 bytes each)."""
+    if len(text.encode()) <= max_bytes:  # nearly every reply
+        return [text]
     parts, current = [], None
     for line in text.split("\n"):
         for piece in _pieces(line, max_bytes):

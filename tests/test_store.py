@@ -163,3 +163,48 @@ async def test_guard_writes_more_keys_with_the_release(store):
         guarded.also("w-reply", "reply", 10)
         assert await store.get("w-reply") is None  # nothing written before the release
     assert (await store.get("w-state"), await store.get("w-reply")) == ("state", "reply")
+
+
+async def test_redis_scripts_survive_a_flushed_script_cache(redis_url):
+    """After a Redis restart its script cache is empty: EVALSHA fails and the text is sent."""
+    store = RedisStore(redis_url, prefix=f"yflstore:{uuid.uuid4().hex[:8]}:")
+    try:
+        async with store.guard("F", "f", timeout=5, wait=5) as guarded:
+            guarded.save("1", 10)
+        await store.redis.script_flush()
+        async with store.guard("F", "f", timeout=5, wait=5) as guarded:
+            assert guarded.value == "1"
+            guarded.save("2", 10)
+        assert await store.get("f") == "2"
+    finally:
+        await store.delete("f")
+        await store.close()
+
+
+async def test_redis_that_stops_answering_fails_the_operation_in_time():
+    """A Redis that accepts and never answers: every operation gives up after op_timeout
+    instead of hanging the resident's turn, and no half-used connection is kept."""
+    accepted = []
+
+    async def silent(reader, writer):
+        accepted.append(writer)
+        await reader.read()  # read whatever comes, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", op_timeout=0.3)
+    try:
+        loop = asyncio.get_running_loop()
+        for attempt in (lambda: store.get("x"),
+                        lambda: store.guard("S", "s", timeout=5, wait=5).__aenter__()):
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(attempt(), 3)  # a hang fails the test, not the run
+            assert loop.time() - started < 2
+        assert store._lane.free == []  # the cut-short connection was not put back
+        assert accepted  # it really did connect and wait
+    finally:
+        await store.close()
+        for w in accepted:
+            w.close()
+        server.close()
