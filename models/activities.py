@@ -120,6 +120,7 @@ class Signup(Model):
     class Meta:
         table = "signup"
         unique_together = (("activity", "participant_key", "resident"),)
+        indexes = (("resident", "status"),)  # 我的报名
 
 
 # ---------------------------------------------------------------------------- counting

@@ -1,7 +1,9 @@
 """Database set-up: one Tortoise configuration for SQLite (embedded) and PostgreSQL."""
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 
 import asyncpg
@@ -97,6 +99,36 @@ async def recreate_database(url: str) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _dialect_sql(sql: str, dialect: str) -> str:
+    return sql if dialect == "postgres" else re.sub(r"\$\d+", "?", sql)
+
+
+async def raw_models(model, sql: str, *params) -> list:
+    """`model` instances from plain SQL, for the few queries every message runs: building a
+    query through the ORM costs more than running it (0.2-0.3 ms against 0.1 ms, measured).
+    Placeholders are written $1, $2 ... each used once and in order (SQLite gets `?`);
+    `{table}` stands for the model's table."""
+    conn = connections.get("default")
+    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'),
+                        conn.capabilities.dialect)
+    rows = await conn.execute_query_dict(text, list(params))
+    return [model._init_from_db(**row) for row in rows]
+
+
+async def raw_execute(model, sql: str, *params) -> None:
+    """Plain SQL that changes rows (same placeholder rules as raw_models)."""
+    conn = connections.get("default")
+    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'),
+                        conn.capabilities.dialect)
+    await conn.execute_query(text, list(params))
+
+
+def db_value(model, field: str, value):
+    """`value` as the database stores `field` (datetimes differ between SQLite and PostgreSQL)."""
+    return model._meta.fields_map[field].to_db_value(value, model)
 
 
 async def ping() -> bool:

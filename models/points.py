@@ -11,7 +11,7 @@ from tortoise.expressions import F
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.db import locked
+from models.db import locked, raw_models
 from models.outbox import enqueue, notice
 from models.residents import Resident
 
@@ -40,6 +40,8 @@ class PointsEntry(Model):
 
     class Meta:
         table = "points_entry"
+        # A resident's entries, newest first: every 积分 question reads the latest one.
+        indexes = (("resident", "id"),)
 
 
 class PointsRule(Model):
@@ -106,8 +108,10 @@ async def balance_of(resident_id: int) -> int:
 
 
 async def history(resident_id: int, page: int = 1, size: int = 10) -> list[PointsEntry]:
-    return await (PointsEntry.filter(resident_id=resident_id).order_by("-id")
-                  .offset((page - 1) * size).limit(size))
+    """Newest first. Plain SQL: the balance reply shows the last entry on every 积分 question."""
+    return await raw_models(PointsEntry, 'SELECT * FROM {table} WHERE "resident_id" = $1 '
+                            'ORDER BY "id" DESC LIMIT $2 OFFSET $3',
+                            resident_id, size, (page - 1) * size)
 
 
 async def rules_for(community_id: int | None) -> list[tuple[str, str, int]]:

@@ -127,6 +127,7 @@ class Redemption(Model):
 
     class Meta:
         table = "redemption"
+        indexes = (("resident", "status"),)  # 我的兑换
 
 
 # ---------------------------------------------------------------------------- reading

@@ -99,6 +99,7 @@ class Booking(Model):
         table = "booking"
         # Nobody twice in a slot; a cancelled booking is re-used when the resident rebooks.
         unique_together = (("slot", "resident"),)
+        indexes = (("resident", "status"),)  # 我的预约
 
 
 def utc(dt: datetime) -> datetime:

@@ -77,6 +77,7 @@ class SurveyResponse(Model):
     class Meta:
         table = "survey_response"
         unique_together = (("survey", "resident"),)  # answer once
+        indexes = (("resident", "status"),)
 
 
 class SurveyError(Exception):
