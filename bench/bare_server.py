@@ -1,12 +1,19 @@
 """The baseline for bench/webhook_bench.py: wechatpy alone, no bot.
 
 Verifies the signature, decrypts, parses, renders a text reply and encrypts it; /healthz
-answers so the benchmark knows it is up. Port and keys come from the environment.
+answers so the benchmark knows it is up. Port and keys come from the environment. It runs
+the way `main.py serve` runs the bot (uvloop; `--workers N` processes sharing the port with
+SO_REUSEPORT), so that the comparison measures the bot and nothing else.
+
+    python bench/bare_server.py [--workers N]
 """
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
 
+import uvloop
 from aiohttp import web
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
@@ -30,9 +37,23 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-app = web.Application()
-app.router.add_post("/wechat", wechat)
-app.router.add_get("/healthz", healthz)
+def serve(reuse_port: bool) -> None:
+    app = web.Application()
+    app.router.add_post("/wechat", wechat)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), reuse_port=reuse_port or None,
+                print=None, access_log=None, loop=uvloop.new_event_loop())
+
 
 if __name__ == "__main__":
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=1)
+    workers = parser.parse_args().workers
+    if workers <= 1:
+        serve(False)
+    else:
+        procs = [multiprocessing.Process(target=serve, args=(True,)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()

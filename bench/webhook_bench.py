@@ -1,13 +1,14 @@
 """Webhook load benchmark: the full bot path against a bare wechatpy server.
 
 Posts signed, encrypted (safe-mode) messages with 50 concurrent connections and reports
-req/s, p50 and p99 for:
+req/s, p50, p99 and the server's CPU per request for:
   * bare: an aiohttp server that only verifies, decrypts, parses, replies and encrypts;
   * full / 帮助: the real app on PostgreSQL + Redis, menu reply;
-  * full / 积分查询: the real app, the points balance read path (classifier + database).
-Also reports the time from starting `main.py serve` to its first answer.
+  * full / 积分查询: the real app, the points balance read path (classifier + database);
+each with 1 and with 2 server processes (the bare server runs the same way as the bot:
+uvloop, SO_REUSEPORT). Also reports the time from starting `main.py serve` to its first answer.
 
-    .venv/bin/python bench/webhook_bench.py [--requests 4000] [--connections 50]
+    .venv/bin/python bench/webhook_bench.py [--requests 4000] [--connections 50] [--workers 1,2]
 
 Needs PostgreSQL and Redis (make services). Uses its own database, yunfanglin_bench.
 """
@@ -127,10 +128,26 @@ async def first_answer(env: dict) -> float:
         server.stop()
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time used so far by every live process in the server's process group."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[2] is the process group (stat field 5)
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", default="1,2", help="server processes to compare, e.g. 1,2")
     args = parser.parse_args()
 
     print(f"preparing {RESIDENTS} residents on {PG.rsplit('@', 1)[-1]} ...", flush=True)
@@ -139,25 +156,36 @@ async def main() -> None:
            "WECHAT_APPID": APPID, "REDIS_PREFIX": f"yflbench:{uuid.uuid4().hex[:6]}:",
            # the webhook alone: in production the push worker is its own process
            "PUSH_IN_PROCESS": "0"}
-    runs = [("bare (decrypt+parse+reply+encrypt)", [sys.executable, "bench/bare_server.py"], "帮助"),
-            ("full: 帮助 (menu)", None, "帮助"),
-            ("full: 我有多少积分 (read path)", None, "我有多少积分")]
-    results = {}
-    for name, cmd, content in runs:
-        async with Server(env, cmd=cmd) as server:
-            await load(server.base + "/wechat", bodies(300, content), args.connections)  # warm-up
-            results[name] = await load(server.base + "/wechat", bodies(args.requests, content),
-                                       args.connections)
+    rows = []
+    for workers in (int(w) for w in args.workers.split(",")):
+        runs = [("bare (wechatpy only)", [sys.executable, "bench/bare_server.py",
+                                          "--workers", str(workers)], "帮助"),
+                ("full: 帮助 (menu)", None, "帮助"),
+                ("full: 我有多少积分 (read path)", None, "我有多少积分")]
+        base = None
+        for name, cmd, content in runs:
+            async with Server(env, workers=workers, cmd=cmd) as server:
+                await load(server.base + "/wechat", bodies(300, content), args.connections)  # warm-up
+                cpu = group_cpu_seconds(server.proc.pid)
+                result = await load(server.base + "/wechat", bodies(args.requests, content),
+                                    args.connections)
+                result["cpu_ms"] = (group_cpu_seconds(server.proc.pid) - cpu) * 1000 / args.requests
+            base = base or result["rps"]
+            rows.append((workers, name, result, result["rps"] / base))
     startup = await first_answer(env)
 
-    base_rps = results[runs[0][0]]["rps"]
-    print(f"\n{args.requests} requests per run, {args.connections} connections, one server process, "
-          "PostgreSQL + Redis, safe mode (AES)\n")
-    print(f"{'path':36} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8} errors")
-    for name, r in results.items():
-        print(f"{name:36} {r['rps']:7.0f} {r['p50']:7.1f} {r['p99']:7.1f} "
-              f"{r['rps'] / base_rps:8.0%} {r['errors']}")
-    print(f"\nstart to first answer: {startup:.2f} s")
+    print(f"\n{args.requests} requests per run, {args.connections} connections, PostgreSQL + Redis, "
+          "safe mode (AES); load generator on the same machine\n")
+    print(f"{'workers':>7} {'path':32} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10} "
+          f"{'vs bare':>8} {'floor':>6} errors")
+    for workers, name, r, ratio in rows:
+        floor = "-" if name.startswith("bare") else (
+            "met" if ratio >= 0.40 and r["p99"] < 100 else "MISSED")
+        print(f"{workers:>7} {name:32} {r['rps']:7.0f} {r['p50']:7.1f} {r['p99']:7.1f} "
+              f"{r['cpu_ms']:10.2f} {ratio:8.0%} {floor:>6} {r['errors']}")
+    print("\nfloor: at least 40% of the bare server's req/s, p99 under 100 ms (same workers)")
+    print("cpu ms/req: the server's processes only (not PostgreSQL, Redis or the load generator)")
+    print(f"start to first answer: {startup:.2f} s")
 
 
 if __name__ == "__main__":
