@@ -90,6 +90,9 @@ def classify(text: str) -> IntentResult:
     unknown_score = scores.get("unknown", 0.0)
     if not ranked:
         return IntentResult("unknown", 0.1 if unknown_score == 0 else 0.2, None, 0.0)
+    if ranked[0][1] == "greeting" and len(ranked) > 1 and ranked[1][0] >= _MIN_SCORE:
+        # 你好,帮我查下积分谢谢: the greeting opens the message, what follows is the request.
+        ranked[0], ranked[1] = ranked[1], ranked[0]
     s1, best = ranked[0]
     s2 = ranked[1][0] if len(ranked) > 1 else 0.0
     if s1 < _MIN_SCORE or unknown_score > s1:
@@ -98,7 +101,7 @@ def classify(text: str) -> IntentResult:
     penalty = 1.0 / (1.0 + 0.12 * _unexplained(t, used))
     if unknown_score > 0:
         penalty *= 1.0 - 0.5 * unknown_score / s1
-    margin = (s1 - max(s2, unknown_score)) / s1
+    margin = max(0.0, (s1 - max(s2, unknown_score)) / s1)  # < 0 only after the greeting swap
     conf = _strength(s1) * (0.55 + 0.45 * margin) * penalty
     runner = ranked[1][1] if len(ranked) > 1 else None
     r_conf = _strength(s2) * 0.55 * penalty if runner else 0.0

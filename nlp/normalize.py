@@ -4,6 +4,7 @@ Everything is built once at import time; the functions are called per message.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from pathlib import Path
@@ -36,6 +37,7 @@ def _char_kind(ch: str) -> str:
 _KIND_CACHE: dict[str, str] = {}
 
 
+@functools.lru_cache(maxsize=256)  # one message's text is normalised by several hooks
 def normalize(text: str) -> str:
     """Canonical form for matching: Simplified, half-width, lowercase, no emoji,
     punctuation runs turned into single spaces, whitespace collapsed."""
