@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # The log goes to a file: a pipe nobody reads fills up and then stalls the server.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
 
     async def wait_ready(self) -> None:
         async with aiohttp.ClientSession() as session:
@@ -108,7 +111,8 @@ class Server:
                 except aiohttp.ClientError:
                     pass
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode()[-2000:])
+                    self.log.seek(0)
+                    raise RuntimeError(self.log.read().decode()[-2000:])
                 await asyncio.sleep(0.25)
         raise RuntimeError("server did not start")
 

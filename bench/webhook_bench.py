@@ -4,7 +4,8 @@ Posts signed, encrypted (safe-mode) messages with 50 concurrent connections and 
 req/s, p50, p99 and the server's CPU per request for:
   * bare: an aiohttp server that only verifies, decrypts, parses, replies and encrypts;
   * full / 帮助: the real app on PostgreSQL + Redis, menu reply;
-  * full / 积分查询: the real app, the points balance read path (classifier + database);
+  * full / 积分: the real app, the points balance read path (classifier + database);
+each asked in 1,000 phrasings, every one checked to reach its path before the timed run,
 each with 1 and with 2 server processes (the bare server runs the same way as the bot:
 uvloop, SO_REUSEPORT). Also reports the time from starting `main.py serve` to its first answer.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import time
@@ -40,23 +42,57 @@ REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 RESIDENTS = 1000
 
 
-def bodies(n: int, content: str) -> list[tuple[dict, bytes]]:
+# Each path is asked in many ways (openers x phrasings x endings, 1,000 texts), as residents
+# do: no cache can answer a run from a handful of repeated texts.
+OPENERS = ["", "请问", "你好,", "麻烦问下", "想问问", "阿姨想问", "喂,", "小助手,", "同志你好,", "我想知道"]
+ENDINGS = ["", "?", "呀", "啊", "。", "谢谢", "呢", "哦", "!", "啦"]
+PATHS = {
+    "帮助": (["帮助", "菜单", "功能介绍", "不会用", "点样用", "有什么功能", "你可以做什么", "使用说明",
+              "怎么用这个", "有乜嘢功能"], "我可以帮您办这些事"),
+    "积分": (["我有多少积分", "积分还有多少", "查下我的积分", "我嘅积分有几多", "我现在有几多分", "积分余额",
+              "帮我查积分", "我的积分是多少", "积分剩多少", "查一下积分"], "您现在有"),
+}
+
+
+def phrasings(path: str) -> list[str]:
+    cores, _ = PATHS[path]
+    texts = [o + c + e for o in OPENERS for c in cores for e in ENDINGS]
+    random.Random(7).shuffle(texts)
+    return texts
+
+
+def bodies(n: int, texts: list[str], offset: int = 0) -> list[tuple[dict, bytes]]:
     """Distinct messages (unique MsgIds, so dedupe never short-cuts), encrypted up front."""
     crypto = WeChatCrypto(TOKEN, AES_KEY, APPID)
     out = []
-    base = int(time.time() * 1000)
+    base = int(time.time() * 1000) + offset
     for i in range(n):
         openid = f"o-bench-{i % RESIDENTS:04d}"
+        content = texts[(offset + i) % len(texts)]
         xml = (f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
                f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]>"
                f"</MsgType><Content><![CDATA[{content}]]></Content><MsgId>{base + i}</MsgId></xml>")
-        ts, nonce = str(int(time.time())), str(1000000 + i)
+        ts, nonce = str(int(time.time())), str(1000000 + offset + i)
         enc = crypto.encrypt_message(xml, nonce, ts)
         root = ET.fromstring(enc)
         query = {"signature": sign(TOKEN, ts, nonce), "timestamp": ts, "nonce": nonce,
                  "openid": openid, "encrypt_type": "aes", "msg_signature": root.findtext("MsgSignature")}
         out.append((query, enc.encode()))
     return out
+
+
+async def check_answers(url: str, messages: list[tuple[dict, bytes]], marker: str) -> None:
+    """Before timing: every phrasing must really reach the path being measured."""
+    crypto = WeChatCrypto(TOKEN, AES_KEY, APPID)
+    async with aiohttp.ClientSession() as session:
+        for query, body in messages:
+            async with session.post(url, params=query, data=body) as resp:
+                enc = await resp.text()
+            root = ET.fromstring(enc)
+            reply = crypto.decrypt_message(enc, root.findtext("MsgSignature"),
+                                           root.findtext("TimeStamp"), root.findtext("Nonce"))
+            if marker not in reply:
+                raise SystemExit(f"a {marker!r} message was answered otherwise:\n{reply[:200]}")
 
 
 async def load(url: str, messages: list[tuple[dict, bytes]], connections: int) -> dict:
@@ -114,7 +150,7 @@ async def first_answer(env: dict) -> float:
     started = time.perf_counter()
     server = Server(env)
     server.start()
-    (query, body), = bodies(1, "帮助")
+    (query, body), = bodies(1, ["帮助"])
     try:
         async with aiohttp.ClientSession() as session:
             while True:
@@ -161,14 +197,17 @@ async def main() -> None:
         runs = [("bare (wechatpy only)", [sys.executable, "bench/bare_server.py",
                                           "--workers", str(workers)], "帮助"),
                 ("full: 帮助 (menu)", None, "帮助"),
-                ("full: 我有多少积分 (read path)", None, "我有多少积分")]
+                ("full: 积分 (balance read path)", None, "积分")]
         base = None
-        for name, cmd, content in runs:
+        for name, cmd, path in runs:
+            texts = phrasings(path)
             async with Server(env, workers=workers, cmd=cmd) as server:
-                await load(server.base + "/wechat", bodies(300, content), args.connections)  # warm-up
+                url = server.base + "/wechat"
+                if cmd is None:
+                    await check_answers(url, bodies(len(texts), texts, offset=10**6), PATHS[path][1])
+                await load(url, bodies(300, texts, offset=2 * 10**6), args.connections)  # warm-up
                 cpu = group_cpu_seconds(server.proc.pid)
-                result = await load(server.base + "/wechat", bodies(args.requests, content),
-                                    args.connections)
+                result = await load(url, bodies(args.requests, texts), args.connections)
                 result["cpu_ms"] = (group_cpu_seconds(server.proc.pid) - cpu) * 1000 / args.requests
             base = base or result["rps"]
             rows.append((workers, name, result, result["rps"] / base))

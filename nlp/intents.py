@@ -90,21 +90,25 @@ def classify(text: str) -> IntentResult:
     unknown_score = scores.get("unknown", 0.0)
     if not ranked:
         return IntentResult("unknown", 0.1 if unknown_score == 0 else 0.2, None, 0.0)
-    if ranked[0][1] == "greeting" and len(ranked) > 1 and ranked[1][0] >= _MIN_SCORE:
-        # 你好,帮我查下积分谢谢: the greeting opens the message, what follows is the request.
-        ranked[0], ranked[1] = ranked[1], ranked[0]
+    rivals = ranked
+    requests = [r for r in ranked if r[1] != "greeting"]
+    if requests and requests[0][0] >= _MIN_SCORE:
+        # 你好,帮我查下积分谢谢: the greeting opens the message and is no rival to the
+        # request that follows (it may still be reported as the runner-up).
+        rivals = requests
+        ranked = requests + [r for r in ranked if r[1] == "greeting"]
     s1, best = ranked[0]
-    s2 = ranked[1][0] if len(ranked) > 1 else 0.0
     if s1 < _MIN_SCORE or unknown_score > s1:
         # Out of scope (or too weak to act on): low confidence, best guess as runner-up.
         return IntentResult("unknown", 0.2, best, round(0.5 * _strength(s1), 3))
     penalty = 1.0 / (1.0 + 0.12 * _unexplained(t, used))
     if unknown_score > 0:
         penalty *= 1.0 - 0.5 * unknown_score / s1
-    margin = max(0.0, (s1 - max(s2, unknown_score)) / s1)  # < 0 only after the greeting swap
+    s2 = rivals[1][0] if len(rivals) > 1 else 0.0
+    margin = (s1 - max(s2, unknown_score)) / s1
     conf = _strength(s1) * (0.55 + 0.45 * margin) * penalty
     runner = ranked[1][1] if len(ranked) > 1 else None
-    r_conf = _strength(s2) * 0.55 * penalty if runner else 0.0
+    r_conf = _strength(ranked[1][0]) * 0.55 * penalty if runner else 0.0
     return IntentResult(best, round(min(conf, 1.0), 3), runner, round(min(r_conf, conf), 3))
 
 

@@ -148,3 +148,12 @@ def test_runner_up_reported_for_mixed_message():
     r = classify("你好，我想报名书法班")
     assert r.intent == "activity_signup"
     assert r.runner_up is not None and r.runner_up_confidence <= r.confidence
+
+
+@pytest.mark.parametrize("text,intent", [("你好,有乜嘢功能", "help"),
+                                         ("同志你好,查一下积分谢谢", "points_balance"),
+                                         ("早晨,我想报名书法班", "activity_signup")])
+def test_a_greeting_does_not_weaken_the_request_after_it(text, intent):
+    r = classify(text)
+    assert r.intent == intent
+    assert r.confidence >= 0.45  # handlers.engine.MIN_CONFIDENCE: the engine acts on it
