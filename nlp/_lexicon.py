@@ -94,11 +94,16 @@ class Lexicon:
 
 @dataclass
 class Rule:
-    all: tuple[str, ...]
-    any: tuple[str, ...]
-    none: tuple[str, ...]
+    all: frozenset[str]
+    any: frozenset[str]
+    none: frozenset[str]
     label: str
     weight: float
+
+    def applies(self, tags: set[str]) -> bool:
+        # Set operations, not all()/any() over generators: every message checks every rule.
+        return self.all <= tags and (not self.any or not self.any.isdisjoint(tags)) \
+            and self.none.isdisjoint(tags)
 
 
 class ScoreModel:
@@ -125,7 +130,8 @@ class ScoreModel:
                 key = prepare(str(word)) or str(word).lower()
                 self.exact.setdefault(key, {})[label] = float(w)
         self.rules = [
-            Rule(tuple(r.get("all") or ()), tuple(r.get("any") or ()), tuple(r.get("none") or ()),
+            Rule(frozenset(r.get("all") or ()), frozenset(r.get("any") or ()),
+                 frozenset(r.get("none") or ()),
                  r["intent"] if "intent" in r else r["category"], float(r["weight"]))
             for r in data.get("rules") or []
         ]
@@ -154,7 +160,6 @@ class ScoreModel:
             for label, w in ex.items():
                 scores[label] = scores.get(label, 0.0) + w
         for r in self.rules:
-            if all(t in tags for t in r.all) and (not r.any or any(t in tags for t in r.any)) \
-                    and not any(t in tags for t in r.none):
+            if r.applies(tags):
                 scores[r.label] = scores.get(r.label, 0.0) + r.weight
         return scores, tags, used

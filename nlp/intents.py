@@ -62,7 +62,7 @@ def _strength(score: float) -> float:
 
 def _unexplained(text: str, used: bytearray) -> int:
     """Content tokens (jieba) that no keyword touched: evidence we missed the point."""
-    if not text:
+    if not text or not used.count(0):  # every character explained: nothing to cut
         return 0
     n, pos = 0, 0
     for tok in tokenizer.cut(text):
