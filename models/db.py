@@ -112,9 +112,13 @@ async def raw_models(model, sql: str, *params) -> list:
     Placeholders are written $1, $2 ... each used once and in order (SQLite gets `?`);
     `{table}` stands for the model's table."""
     conn = connections.get("default")
-    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'),
-                        conn.capabilities.dialect)
-    rows = await conn.execute_query_dict(text, list(params))
+    dialect = conn.capabilities.dialect
+    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'), dialect)
+    if dialect == "postgres":  # asyncpg's records map by column name; no dict copies
+        async with conn.acquire_connection() as pg:
+            rows = await pg.fetch(text, *params)
+    else:
+        rows = await conn.execute_query_dict(text, list(params))
     return [model._init_from_db(**row) for row in rows]
 
 
