@@ -74,8 +74,11 @@ async def test_sigkill_mid_batch_then_restart_sends_each_notice_at_most_once(pus
 
     worker = await _start(env)
     await _until(lambda: _async(len(push.fake.sends()) >= 500), 60, "the first 500 sends")
-    # Kill while rows are claimed and on the wire (not between two batches).
+    # Kill while rows are claimed and on the wire (not between two batches): the fake
+    # holds its answers from now on, so the batch being sent cannot finish first.
+    push.fake.latency = 5
     await _until(_in_flight, 30, "rows in flight")
+    await asyncio.sleep(0.2)  # the rest of the batch reaches the wire too
     worker.send_signal(signal.SIGKILL)
     await worker.wait()
     assert worker.returncode == -signal.SIGKILL
@@ -84,6 +87,7 @@ async def test_sigkill_mid_batch_then_restart_sends_each_notice_at_most_once(pus
     assert 0 < left < N and stuck > 0  # killed in the middle, with rows in flight
     sent_before = len(push.fake.sends())
 
+    push.fake.latency = 0.03
     worker = await _start(env)
     await _until(lambda: _done(), 90, "the batch to finish after the restart")
     code, err = await _stop(worker)
