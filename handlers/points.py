@@ -13,8 +13,9 @@ MORE_WORDS = {"更多", "下一页", "再看", "继续", "还有吗", "仲有冇
 
 @intent("points_balance", needs_registration=True)
 async def balance(ctx: Ctx) -> str:
-    entries = await history(ctx.resident.id, 1, 1)
-    last = f"\n最近一笔:{entries[0].reason} {entries[0].amount:+d}" if entries else ""
+    r = ctx.resident
+    last = f"\n最近一笔:{r.last_points_reason} {r.last_points_amount:+d}" \
+        if r.last_points_amount is not None else ""
     return (f"您现在有 {ctx.resident.points} 积分。{last}\n"
             "回复“积分明细”看收支,“积分规则”看怎么攒分,“兑换”看能换什么。")
 

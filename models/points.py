@@ -93,7 +93,9 @@ async def post_entry(resident_id: int, amount: int, *, reason: str, source: str,
         balance = resident.points + amount
         if balance < 0:
             raise InsufficientPoints(resident.points, -amount)
-        await Resident.filter(id=resident_id).update(points=F("points") + amount)
+        await Resident.filter(id=resident_id).update(points=F("points") + amount,
+                                                     last_points_reason=reason,
+                                                     last_points_amount=amount)
         entry = await PointsEntry.create(resident_id=resident_id, amount=amount,
                                          balance_after=balance, reason=reason, source=source,
                                          key=key, actor_id=actor_id)
@@ -108,7 +110,7 @@ async def balance_of(resident_id: int) -> int:
 
 
 async def history(resident_id: int, page: int = 1, size: int = 10) -> list[PointsEntry]:
-    """Newest first. Plain SQL: the balance reply shows the last entry on every 积分 question."""
+    """Newest first (plain SQL: residents page through it)."""
     return await raw_models(PointsEntry, 'SELECT * FROM {table} WHERE "resident_id" = $1 '
                             'ORDER BY "id" DESC LIMIT $2 OFFSET $3',
                             resident_id, size, (page - 1) * size)
@@ -125,11 +127,18 @@ async def rules_for(community_id: int | None) -> list[tuple[str, str, int]]:
     return list(rules.values())
 
 
-async def ledger_mismatches() -> list[tuple[int, int, int]]:
-    """Residents whose balance differs from the sum of their entries: (id, balance, sum)."""
+async def ledger_mismatches() -> list[tuple[int, str]]:
+    """Residents whose balance differs from the sum of their entries, or whose remembered
+    last entry is not their newest one: (id, what is wrong)."""
     out = []
-    for r in await Resident.all().only("id", "points"):
-        total = sum(await PointsEntry.filter(resident_id=r.id).values_list("amount", flat=True))
+    for r in await Resident.all().only("id", "points", "last_points_reason", "last_points_amount"):
+        entries = await PointsEntry.filter(resident_id=r.id).order_by("-id").values_list(
+            "amount", "reason")
+        total = sum(amount for amount, _ in entries)
         if total != r.points:
-            out.append((r.id, r.points, total))
+            out.append((r.id, f"balance {r.points}, entries sum to {total}"))
+        newest = entries[0] if entries else (None, "")
+        if (r.last_points_amount, r.last_points_reason) != newest:
+            out.append((r.id, f"last entry remembered as {r.last_points_amount} {r.last_points_reason!r}, "
+                              f"newest is {newest[0]} {newest[1]!r}"))
     return out

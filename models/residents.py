@@ -35,6 +35,10 @@ class Resident(Model):
     notices_enabled = fields.BooleanField(default=True)
     # Kept equal to the sum of the resident's ledger entries (models.points), never below 0.
     points = fields.IntField(default=0)
+    # The newest entry's reason and amount, written with it (models.points.post_entry): the
+    # balance reply shows them without a second query.
+    last_points_reason = fields.CharField(max_length=120, default="")
+    last_points_amount = fields.IntField(null=True)
     # Something may be waiting for this resident's next message (an open 转人工, a staff
     # question or a rating request on an appeal, notices held in the inbox). Set in the same
     # transaction as what caused it; cleared before those are checked (see bot/conversation).

@@ -40,6 +40,21 @@ async def points(openid: str) -> int:
 
 # ---------------------------------------------------------------------------- residents
 
+async def test_balance_shows_the_newest_entry_without_a_ledger_query(wx):
+    """The balance reply's 最近一笔 is remembered on the resident by post_entry: it must be
+    the newest entry after earning, spending and a refused spend."""
+    await seed_rewards()
+    r = await give("o-lin", 120, "南方医科大学社区", name="林伯")
+    assert "最近一笔:测试入账 +120" in await wx.say("o-lin", "我有多少积分")
+    await run_transcript(wx, "o-lin", [("换抽纸", r"确认兑换"), ("是", r"兑换成功")])
+    reply = await wx.say("o-lin", "查一下积分")
+    assert "您现在有 70 积分" in reply and re.search(r"最近一笔:.*抽纸.* -50", reply)
+    await run_transcript(wx, "o-lin", [("兑个头疗", r"积分不够")])  # refused: nothing written
+    assert re.search(r"最近一笔:.*抽纸.* -50", await wx.say("o-lin", "积分还有多少"))
+    assert (await Resident.get(id=r.id)).last_points_amount == -50
+    assert await ledger_mismatches() == []
+
+
 async def test_list_marks_affordable_and_redeem_by_fuzzy_name(wx):
     await seed_rewards()
     await give("o-huang", 80, "南方医科大学社区", name="黄女士")
