@@ -90,6 +90,8 @@ class RedisPipe:
             raise RedisConnectionError("the Redis pipe is closed")
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.ensure_future(self._open())
+            # Its callers may all have timed out: the failure is theirs, not an orphan's log.
+            self._connecting.add_done_callback(lambda t: t.cancelled() or t.exception())
         # shield: one caller's cancellation must not abort the others' connection attempt
         await asyncio.wait_for(asyncio.shield(self._connecting), self.timeout)
 
