@@ -96,6 +96,19 @@ async def test_bad_msg_signature_is_refused(client, wx):
     assert not await Resident.filter(openid="o-badmsg").exists()
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+async def test_encrypted_envelope_with_a_dtd_is_never_expanded(client, wx, encoding):
+    """A DTD in the envelope, also one hidden in a UTF-16 body, is refused before parsing:
+    answered `success` as junk (had it been expanded, the bad msg_signature would be a 403)."""
+    wx.mode = "safe"
+    query = wx.query()
+    query.update(encrypt_type="aes", msg_signature="1" * 40)
+    body = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "abc">]>'
+            "<xml><ToUserName>a</ToUserName><Encrypt>&e;</Encrypt></xml>")
+    resp = await client.post("/wechat", params=query, data=body.encode(encoding))
+    assert resp.status == 200 and await resp.text() == "success"
+
+
 async def test_replay_window(client, wx):
     old = wx.query(timestamp=int(time.time()) - 3600)
     resp = await client.post("/wechat", params=old, data=text_xml("o-old", "你好").encode())
