@@ -123,7 +123,9 @@ class MemoryStore(Store):
     @asynccontextmanager
     async def lock(self, name: str, *, timeout: float, wait: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(name, asyncio.Lock())  # FIFO: keeps a burst in order
-        if lock.locked():  # wait_for costs a task and a timer: only when there is a queue
+        # wait_for costs a task and a timer: only when someone holds it or is queued for it
+        # (just after a release the woken waiter is still queued, the lock not yet taken).
+        if lock.locked() or getattr(lock, "_waiters", None):
             try:
                 await asyncio.wait_for(lock.acquire(), wait)
             except asyncio.TimeoutError as exc:

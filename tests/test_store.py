@@ -8,6 +8,7 @@ import pytest
 
 from redis.exceptions import ConnectionError
 
+from bot.redis_pipe import RedisPipe
 from bot.store import LockTimeout, MemoryStore, RedisStore
 
 
@@ -185,7 +186,8 @@ async def test_redis_scripts_survive_a_flushed_script_cache(redis_url):
 
 async def test_redis_that_stops_answering_fails_the_operation_in_time():
     """A Redis that accepts and never answers: every operation gives up after op_timeout
-    instead of hanging the resident's turn."""
+    instead of hanging the resident's turn, and each new call tries a new connection (a stuck
+    attempt must not wedge the store)."""
     accepted = []
 
     async def silent(reader, writer):
@@ -198,15 +200,50 @@ async def test_redis_that_stops_answering_fails_the_operation_in_time():
     try:
         loop = asyncio.get_running_loop()
         for attempt in (lambda: store.get("x"),
+                        lambda: store.guard("S", "s", timeout=5, wait=5).__aenter__(),
                         lambda: store.guard("S", "s", timeout=5, wait=5).__aenter__()):
             started = loop.time()
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(attempt(), 3)  # a hang fails the test, not the run
             assert loop.time() - started < 2
-        assert accepted  # it really did connect and wait
+        pipe_connections = len(accepted) - 1  # one is redis-py's, for the get
+        assert pipe_connections >= 2, accepted
     finally:
         await store.close()
         for w in accepted:
+            w.close()
+        server.close()
+
+
+async def test_redis_pipe_watchdog_fails_callers_when_answers_stop():
+    """Connected and set up, then Redis stops answering: the watchdog fails the waiting
+    callers in time and closes the link; the next call connects afresh."""
+    connections = []
+
+    async def answers_setup_then_silence(reader, writer):
+        connections.append(writer)
+        await reader.readuntil(b"SETNAME\r\n")
+        await reader.readline(), await reader.readline()  # the name's length and the name
+        writer.write(b"+OK\r\n")
+        await reader.read()
+
+    server = await asyncio.start_server(answers_setup_then_silence, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = RedisPipe(f"redis://127.0.0.1:{port}/0", timeout=0.4)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.wait_for(asyncio.gather(
+            *(pipe.call("GET", f"k{i}") for i in range(5)), return_exceptions=True), 3)
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert loop.time() - started < 2
+        assert len(connections) == 1
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pipe.call("GET", "again"), 3)
+        assert len(connections) == 2  # the stuck link was dropped, a new one made
+    finally:
+        await pipe.close()
+        for w in connections:
             w.close()
         server.close()
 
@@ -219,6 +256,7 @@ async def test_redis_pipe_keeps_replies_in_order_under_concurrency(redis_url):
     try:
         for i in range(200):
             await store.set(f"v{i}", str(i), 30)
+        await store._pipe.call("PING")  # connected: the abandoned calls reach the queue
 
         async def read(i):
             async with store.guard(f"L{i}", f"v{i}", timeout=5, wait=5) as guarded:
@@ -262,3 +300,24 @@ async def test_redis_pipe_reconnects_after_the_connection_is_killed(redis_url):
     finally:
         await store.delete("k")
         await store.close()
+
+
+async def test_memory_lock_keeps_its_wait_limit_right_after_a_release():
+    """Just after a release the woken waiter is queued but holds nothing yet: a newcomer
+    must still give up after its own wait, not wait out the queue."""
+    store = MemoryStore()
+
+    async def hold(seconds):
+        async with store.lock("R", timeout=5, wait=5):
+            await asyncio.sleep(seconds)
+
+    async with store.lock("R", timeout=5, wait=5):
+        queued = asyncio.ensure_future(hold(1.0))
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(LockTimeout):
+        async with store.lock("R", timeout=5, wait=0.2):
+            pass
+    assert loop.time() - started < 0.8
+    await queued
