@@ -85,8 +85,8 @@ def _tree(xml: str) -> ET.Element:
     expanded (and ElementTree fetches no external ones). Text, not bytes: bytes in another
     encoding (UTF-16) would hide a DTD from the check. ElementTree rather than wechatpy's
     xmltodict-based parser: a third of the cost, paid twice a message (envelope and message)."""
-    if "<!DOCTYPE" in xml:
-        raise ValueError("DTD refused")
+    if "<!DOCTYPE" in xml or "\x00" in xml:  # NULs: UTF-16 without a BOM passes as UTF-8
+        raise ValueError("DTD or NUL refused")
     return ET.fromstring(xml)
 
 

@@ -96,7 +96,7 @@ async def test_bad_msg_signature_is_refused(client, wx):
     assert not await Resident.filter(openid="o-badmsg").exists()
 
 
-@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-16-be"])
 async def test_encrypted_envelope_with_a_dtd_is_never_expanded(client, wx, encoding):
     """A DTD in the envelope, also one hidden in a UTF-16 body, is refused before parsing:
     answered `success` as junk (had it been expanded, the bad msg_signature would be a 403)."""
@@ -107,6 +107,15 @@ async def test_encrypted_envelope_with_a_dtd_is_never_expanded(client, wx, encod
             "<xml><ToUserName>a</ToUserName><Encrypt>&e;</Encrypt></xml>")
     resp = await client.post("/wechat", params=query, data=body.encode(encoding))
     assert resp.status == 200 and await resp.text() == "success"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+async def test_plaintext_body_in_utf16_without_bom_is_junk(client, wx, encoding):
+    """Valid UTF-8 bytes (a NUL between characters) that expat would read as UTF-16 and
+    expand: refused before parsing, the billion laughs included."""
+    resp = await client.post("/wechat", params=wx.query(), data=BILLION_LAUGHS.encode(encoding))
+    assert resp.status == 200 and await resp.text() == "success"
+    assert await Resident.all().count() == 0
 
 
 async def test_replay_window(client, wx):
