@@ -75,6 +75,13 @@ async def get_or_create_resident(openid: str) -> Resident:
     return resident
 
 
+# What profile changes write. Never the whole row: the object may have been loaded at the
+# start of the turn, and points, the remembered last entry and the attention flag are moved
+# meanwhile by other writers (the ledger, staff, the push worker) that a full save would undo.
+_PROFILE_FIELDS = ["community_id", "name", "phone", "registered", "active", "consented_at",
+                   "verified", "updated_at"]
+
+
 async def _on_roster(community: Community, phone: str) -> bool:
     return await RosterEntry.filter(community=community, phone=phone).exists()
 
@@ -90,7 +97,7 @@ async def register_resident(openid: str, community: Community, name: str, phone:
         resident.active = True
         resident.consented_at = resident.consented_at or utcnow()
         resident.verified = await _on_roster(community, phone)
-        await resident.save()
+        await resident.save(update_fields=_PROFILE_FIELDS)
     return resident
 
 
@@ -105,7 +112,7 @@ async def update_profile(resident: Resident, *, community: Community | None = No
     if resident.community_id and resident.phone:
         community = community or await resident.community
         resident.verified = await _on_roster(community, resident.phone)
-    await resident.save()
+    await resident.save(update_fields=_PROFILE_FIELDS)
     return resident
 
 
@@ -153,5 +160,5 @@ async def add_staff(openid: str, name: str, organisation: Organisation, phone: s
         if organisation.community_id and not resident.community_id:
             resident.community_id = organisation.community_id
         resident.registered = True
-        await resident.save()
+        await resident.save(update_fields=_PROFILE_FIELDS + ["roles", "organisation_id"])
     return resident

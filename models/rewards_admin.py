@@ -52,7 +52,7 @@ async def add_merchant_staff(openid: str, name: str, merchant: str) -> Resident:
         roles = set(person.roles.split(",")) | {Role.RESIDENT, Role.MERCHANT}
         person.roles = ",".join(sorted(roles))
         person.name = person.name or name
-        await person.save()
+        await person.save(update_fields=["roles", "name", "updated_at"])  # never the balance
         await MerchantStaff.update_or_create(resident_id=person.id,
                                              defaults={"merchant_id": target.id})
     return person

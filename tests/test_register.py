@@ -150,3 +150,20 @@ def test_every_intent_has_a_handler():
     from handlers.engine import REGISTRY
     from nlp.intents import INTENTS
     assert set(INTENTS) <= set(REGISTRY.intents)
+
+
+async def test_a_profile_change_never_undoes_points_moved_meanwhile(wx):
+    """The turn loads the resident when it starts; points granted by staff (or refunded by
+    the worker) before the profile is saved must survive the save."""
+    from models.points import Source, ledger_mismatches, post_entry
+    from models.residents import register_resident, update_profile
+
+    community = await Community.get(name="汇侨北社区")
+    loaded = await register_resident("o-stale", community, "陈姨", "13800138000")
+    await post_entry(loaded.id, 50, reason="志愿服务", source=Source.STAFF_AWARD, key="stale:1")
+    await update_profile(loaded, name="陈阿姨")  # `loaded` still says 0 points
+    await register_resident("o-stale", community, "陈阿姨", "13800138001")
+    fresh = await Resident.get(openid="o-stale")
+    assert (fresh.name, fresh.phone, fresh.points) == ("陈阿姨", "13800138001", 50)
+    assert (fresh.last_points_reason, fresh.last_points_amount) == ("志愿服务", 50)
+    assert await ledger_mismatches() == []
