@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import re
 from pathlib import Path
@@ -75,8 +76,47 @@ async def init_db(url: str, *, create_schema: bool = True) -> None:
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
     if create_schema:
         await Tortoise.generate_schemas(safe=True)
-        from models.outbox import ensure_columns  # noqa: PLC0415 - columns added later
-        await ensure_columns()
+        await upgrade_schema()
+
+
+# ---------------------------------------------------------------------------- upgrades
+# generate_schemas(safe=True) creates missing tables only. Until there are migrations, what
+# was added to an existing table after its first release is added here at start-up: each
+# model module may define `async def upgrade()` (columns, backfills), and every index
+# declared in a Meta is created if missing, under the name Tortoise would give it.
+
+async def add_missing_columns(table: str, columns: dict[str, tuple[str, str]]) -> list[str]:
+    """Add the columns `table` lacks ({name: (PostgreSQL type, SQLite type)}); returns the
+    names added."""
+    conn = connections.get("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    if postgres:
+        rows = await conn.execute_query_dict(
+            "SELECT column_name AS name FROM information_schema.columns "
+            "WHERE table_name = $1 AND table_schema = current_schema()", [table])
+    else:
+        rows = await conn.execute_query_dict(f'PRAGMA table_info("{table}")')
+    have = {r["name"] for r in rows}
+    added = []
+    for name, (pg_type, sqlite_type) in columns.items():
+        if name not in have:
+            await conn.execute_script(
+                f'ALTER TABLE "{table}" ADD COLUMN "{name}" {pg_type if postgres else sqlite_type}')
+            added.append(name)
+    return added
+
+
+async def upgrade_schema() -> None:
+    for name in MODEL_MODULES:
+        upgrade = getattr(importlib.import_module(name), "upgrade", None)
+        if upgrade is not None:
+            await upgrade()
+    conn = connections.get("default")
+    generator = conn.schema_generator(conn)
+    for model in Tortoise.apps.get_models_iterable():
+        # Meta.indexes only (no db_index fields): CREATE INDEX IF NOT EXISTS, Tortoise's names.
+        for sql in generator._get_field_indexes_sqls(model, [], safe=True):
+            await conn.execute_script(sql)
 
 
 async def close_db() -> None:

@@ -46,7 +46,7 @@ class Outbox(Model):
     claimed_at = fields.DatetimeField(null=True)
     wire_at = fields.DatetimeField(null=True)
     flagged_at = fields.DatetimeField(null=True)  # stuck past the limit: someone should look
-    broadcast_id = fields.IntField(null=True)  # indexed by ensure_columns()
+    broadcast_id = fields.IntField(null=True)  # indexed by upgrade()
 
     class Meta:
         table = "outbox"
@@ -78,22 +78,14 @@ _ADDED_COLUMNS = {
 }
 
 
-async def ensure_columns() -> None:
+async def upgrade() -> None:
+    """Run at start-up by models.db.upgrade_schema()."""
     from tortoise import connections  # noqa: PLC0415
 
+    from models.db import add_missing_columns  # noqa: PLC0415
+
+    await add_missing_columns("outbox", _ADDED_COLUMNS)
     conn = connections.get("default")
-    postgres = conn.capabilities.dialect == "postgres"
-    if postgres:
-        rows = await conn.execute_query_dict(
-            "SELECT column_name AS name FROM information_schema.columns "
-            "WHERE table_name = 'outbox' AND table_schema = current_schema()")
-    else:
-        rows = await conn.execute_query_dict('PRAGMA table_info("outbox")')
-    have = {r["name"] for r in rows}
-    for name, (pg_type, sqlite_type) in _ADDED_COLUMNS.items():
-        if name not in have:
-            await conn.execute_script(
-                f'ALTER TABLE "outbox" ADD COLUMN "{name}" {pg_type if postgres else sqlite_type}')
     await conn.execute_script(
         'CREATE INDEX IF NOT EXISTS "idx_outbox_status_due" ON "outbox" ("status", "due_at")')
     await conn.execute_script(

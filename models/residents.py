@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from tortoise import fields
+from tortoise import connections, fields
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.clock import utcnow
-from models.db import db_value, raw_execute, raw_models
+from models.db import add_missing_columns, db_value, raw_execute, raw_models
 from models.places import Community, Organisation, RosterEntry
 
 
@@ -80,6 +80,21 @@ async def get_or_create_resident(openid: str) -> Resident:
 # meanwhile by other writers (the ledger, staff, the push worker) that a full save would undo.
 _PROFILE_FIELDS = ["community_id", "name", "phone", "registered", "active", "consented_at",
                    "verified", "updated_at"]
+
+
+async def upgrade() -> None:
+    """Run at start-up by models.db.upgrade_schema(): the remembered last ledger entry came
+    after the table; a database from before gets the columns, filled from the ledger."""
+    added = await add_missing_columns("resident", {
+        "last_points_reason": ("VARCHAR(120) NOT NULL DEFAULT ''", "VARCHAR(120) NOT NULL DEFAULT ''"),
+        "last_points_amount": ("INT", "INT")})
+    if "last_points_amount" in added:
+        newest = ('(SELECT e."{col}" FROM "points_entry" e WHERE e."resident_id" = "resident"."id" '
+                  'ORDER BY e."id" DESC LIMIT 1)')
+        await connections.get("default").execute_script(
+            f'UPDATE "resident" SET "last_points_amount" = {newest.format(col="amount")}, '
+            f'"last_points_reason" = {newest.format(col="reason")} '
+            'WHERE EXISTS (SELECT 1 FROM "points_entry" e WHERE e."resident_id" = "resident"."id")')
 
 
 async def _on_roster(community: Community, phone: str) -> bool:
