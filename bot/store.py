@@ -18,6 +18,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from bot.redis_pipe import RedisPipe
 
 
+def _px(seconds: float) -> int:
+    """A TTL in Redis's milliseconds, never 0 (PX 0 is an error)."""
+    return max(1, int(seconds * 1000))
+
+
 class LockTimeout(Exception):
     """The lock could not be taken in time."""
 
@@ -188,12 +193,12 @@ class RedisStore(Store):
 
     async def set(self, key: str, value: str, ttl: float) -> None:
         async with asyncio.timeout(self.op_timeout):
-            await self.redis.set(self.k(key), value, px=max(1, int(ttl * 1000)))
+            await self.redis.set(self.k(key), value, px=_px(ttl))
 
     async def set_nx(self, key: str, value: str, ttl: float) -> bool:
         async with asyncio.timeout(self.op_timeout):
             return bool(await self.redis.set(self.k(key), value, nx=True,
-                                             px=max(1, int(ttl * 1000))))
+                                             px=_px(ttl)))
 
     async def delete(self, key: str) -> None:
         async with asyncio.timeout(self.op_timeout):
@@ -202,7 +207,7 @@ class RedisStore(Store):
     async def incr(self, key: str, ttl: float) -> int:
         async with asyncio.timeout(self.op_timeout), self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(self.k(key))
-            pipe.pexpire(self.k(key), max(1, int(ttl * 1000)), nx=True)
+            pipe.pexpire(self.k(key), _px(ttl), nx=True)
             value, _ = await pipe.execute()
         return int(value)
 
@@ -242,7 +247,7 @@ return {1, claimed, value or false}
         """Retry the acquire script until the lock is taken or `wait` ends."""
         deadline = time.monotonic() + wait
         keys = [lock_key, read or "", self.k(claim[0]) if claim else ""]
-        args = [token, max(1, int(timeout * 1000)), max(1, int(claim[1] * 1000)) if claim else ""]
+        args = [token, _px(timeout), _px(claim[1]) if claim else ""]
         while True:
             result = await self._pipe.script(self._acquire_script, keys, args)
             if result[0]:
@@ -256,7 +261,7 @@ return {1, claimed, value or false}
         keys, args = [lock_key], [token]
         for key, value, ttl in writes:
             keys.append(self.k(key))
-            args += [value, max(1, int(ttl * 1000))]
+            args += [value, _px(ttl)]
         await self._pipe.script(self._release_script, keys, args)
 
     @asynccontextmanager

@@ -146,7 +146,8 @@ async def recreate_database(url: str) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _dialect_sql(sql: str, dialect: str) -> str:
+def _dialect_sql(model, sql: str, dialect: str) -> str:
+    sql = sql.replace("{table}", f'"{model._meta.db_table}"')
     return sql if dialect == "postgres" else re.sub(r"\$\d+", "?", sql)
 
 
@@ -157,7 +158,7 @@ async def raw_models(model, sql: str, *params) -> list:
     `{table}` stands for the model's table."""
     conn = connections.get("default")
     dialect = conn.capabilities.dialect
-    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'), dialect)
+    text = _dialect_sql(model, sql, dialect)
     if dialect == "postgres":  # asyncpg's records map by column name; no dict copies
         async with conn.acquire_connection() as pg:
             rows = await pg.fetch(text, *params)
@@ -169,9 +170,7 @@ async def raw_models(model, sql: str, *params) -> list:
 async def raw_execute(model, sql: str, *params) -> None:
     """Plain SQL that changes rows (same placeholder rules as raw_models)."""
     conn = connections.get("default")
-    text = _dialect_sql(sql.replace("{table}", f'"{model._meta.db_table}"'),
-                        conn.capabilities.dialect)
-    await conn.execute_query(text, list(params))
+    await conn.execute_query(_dialect_sql(model, sql, conn.capabilities.dialect), list(params))
 
 
 def db_value(model, field: str, value):

@@ -11,7 +11,7 @@ from tortoise.expressions import F
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from models.db import locked, raw_models
+from models.db import locked
 from models.outbox import enqueue, notice
 from models.residents import Resident
 
@@ -110,10 +110,8 @@ async def balance_of(resident_id: int) -> int:
 
 
 async def history(resident_id: int, page: int = 1, size: int = 10) -> list[PointsEntry]:
-    """Newest first (plain SQL: residents page through it)."""
-    return await raw_models(PointsEntry, 'SELECT * FROM {table} WHERE "resident_id" = $1 '
-                            'ORDER BY "id" DESC LIMIT $2 OFFSET $3',
-                            resident_id, size, (page - 1) * size)
+    return await (PointsEntry.filter(resident_id=resident_id).order_by("-id")
+                  .offset((page - 1) * size).limit(size))
 
 
 async def rules_for(community_id: int | None) -> list[tuple[str, str, int]]:
