@@ -7,9 +7,12 @@ req/s, p50, p99 and the server's CPU per request for:
   * full / 积分: the real app, the points balance read path (classifier + database);
 each asked in 1,000 phrasings, every one checked to reach its path before the timed run,
 each with 1 and with 2 server processes (the bare server runs the same way as the bot:
-uvloop, SO_REUSEPORT). Also reports the time from starting `main.py serve` to its first answer.
+uvloop, SO_REUSEPORT). Both servers stay up; each round loads the three back to back and the
+ratio is taken within the round; the table gives medians over the rounds. Also reports the
+time from starting `main.py serve` to its first answer.
 
-    .venv/bin/python bench/webhook_bench.py [--requests 4000] [--connections 50] [--workers 1,2]
+    .venv/bin/python bench/webhook_bench.py [--rounds 5] [--requests 4000] [--connections 50]
+                                            [--workers 1,2]
 
 Needs PostgreSQL and Redis (make services). Uses its own database, yunfanglin_bench.
 """
@@ -179,10 +182,54 @@ def group_cpu_seconds(pgid: int) -> float:
     return total
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def measure(server: Server, messages: list[tuple[dict, bytes]], connections: int) -> dict:
+    url = server.base + "/wechat"
+    cpu = group_cpu_seconds(server.proc.pid)
+    result = await load(url, messages, connections)
+    result["cpu_ms"] = (group_cpu_seconds(server.proc.pid) - cpu) * 1000 / len(messages)
+    return result
+
+
+async def compare(env: dict, workers: int, rounds: int, requests: int, connections: int) -> dict:
+    """`rounds` rounds; each runs the bare server and both full paths back to back (the order
+    turning each round), so a ratio is taken between runs seconds apart: this machine's speed
+    drifts by a third over minutes, which would otherwise decide the verdict."""
+    names = ["bare", "帮助", "积分"]
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    bare_cmd = [sys.executable, "bench/bare_server.py", "--workers", str(workers)]
+    async with Server(env, workers=workers, cmd=bare_cmd) as bare, \
+            Server(env, workers=workers) as full:
+        servers = {"bare": bare, "帮助": full, "积分": full}
+        texts = {"bare": phrasings("帮助"), "帮助": phrasings("帮助"), "积分": phrasings("积分")}
+        for path in ("帮助", "积分"):
+            await check_answers(full.base + "/wechat", bodies(len(texts[path]), texts[path],
+                                                              offset=10**6), PATHS[path][1])
+        for i, name in enumerate(names):  # warm-up
+            await load(servers[name].base + "/wechat",
+                       bodies(300, texts[name], offset=(2 + i) * 10**6), connections)
+        for r in range(rounds):
+            order = names[r % 3:] + names[:r % 3]
+            for name in order:
+                messages = bodies(requests, texts[name], offset=(10 + r * 3 + names.index(name)) * 10**6)
+                results[name].append(await measure(servers[name], messages, connections))
+            print(f"  workers={workers} round {r + 1}/{rounds}: " + ", ".join(
+                f"{n} {results[n][-1]['rps']:.0f} req/s" for n in names), flush=True)
+    return results
+
+
+def floor_met(ratio: float, p99: float) -> bool:
+    return ratio >= 0.40 and p99 < 100
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", default="1,2", help="server processes to compare, e.g. 1,2")
     args = parser.parse_args()
 
@@ -192,37 +239,36 @@ async def main() -> None:
            "WECHAT_APPID": APPID, "REDIS_PREFIX": f"yflbench:{uuid.uuid4().hex[:6]}:",
            # the webhook alone: in production the push worker is its own process
            "PUSH_IN_PROCESS": "0"}
-    rows = []
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    table = {}
     for workers in (int(w) for w in args.workers.split(",")):
-        runs = [("bare (wechatpy only)", [sys.executable, "bench/bare_server.py",
-                                          "--workers", str(workers)], "帮助"),
-                ("full: 帮助 (menu)", None, "帮助"),
-                ("full: 积分 (balance read path)", None, "积分")]
-        base = None
-        for name, cmd, path in runs:
-            texts = phrasings(path)
-            async with Server(env, workers=workers, cmd=cmd) as server:
-                url = server.base + "/wechat"
-                if cmd is None:
-                    await check_answers(url, bodies(len(texts), texts, offset=10**6), PATHS[path][1])
-                await load(url, bodies(300, texts, offset=2 * 10**6), args.connections)  # warm-up
-                cpu = group_cpu_seconds(server.proc.pid)
-                result = await load(url, bodies(args.requests, texts), args.connections)
-                result["cpu_ms"] = (group_cpu_seconds(server.proc.pid) - cpu) * 1000 / args.requests
-            base = base or result["rps"]
-            rows.append((workers, name, result, result["rps"] / base))
+        table[workers] = await compare(env, workers, args.rounds, args.requests, args.connections)
     startup = await first_answer(env)
 
-    print(f"\n{args.requests} requests per run, {args.connections} connections, PostgreSQL + Redis, "
-          "safe mode (AES); load generator on the same machine\n")
-    print(f"{'workers':>7} {'path':32} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10} "
-          f"{'vs bare':>8} {'floor':>6} errors")
-    for workers, name, r, ratio in rows:
-        floor = "-" if name.startswith("bare") else (
-            "met" if ratio >= 0.40 and r["p99"] < 100 else "MISSED")
-        print(f"{workers:>7} {name:32} {r['rps']:7.0f} {r['p50']:7.1f} {r['p99']:7.1f} "
-              f"{r['cpu_ms']:10.2f} {ratio:8.0%} {floor:>6} {r['errors']}")
-    print("\nfloor: at least 40% of the bare server's req/s, p99 under 100 ms (same workers)")
+    print(f"\n{started}: {args.rounds} rounds of {args.requests} requests per path, "
+          f"{args.connections} connections, PostgreSQL + Redis, safe mode (AES); "
+          "load generator on the same machine. Medians over the rounds [lowest-highest].\n")
+    print(f"{'workers':>7} {'path':6} {'req/s':>18} {'p50 ms':>7} {'p99 ms':>7} {'cpu ms/req':>10} "
+          f"{'vs bare':>15} {'rounds met':>10} errors")
+    verdict = True
+    for workers, results in table.items():
+        bare = [r["rps"] for r in results["bare"]]
+        for name, runs in results.items():
+            rps = [r["rps"] for r in runs]
+            ratios = [x / b for x, b in zip(rps, bare)]
+            p99 = median([r["p99"] for r in runs])
+            met = "-" if name == "bare" else \
+                f"{sum(floor_met(q, r['p99']) for q, r in zip(ratios, runs))} of {len(runs)}"
+            if name != "bare":
+                verdict &= floor_met(median(ratios), p99)
+            print(f"{workers:>7} {name:6} {median(rps):6.0f} [{min(rps):4.0f}-{max(rps):4.0f}] "
+                  f"{median([r['p50'] for r in runs]):7.1f} {p99:7.1f} "
+                  f"{median([r['cpu_ms'] for r in runs]):10.2f} "
+                  f"{median(ratios):5.0%} [{min(ratios):3.0%}-{max(ratios):3.0%}] {met:>10} "
+                  f"{sum(r['errors'] for r in runs)}")
+    print("\nfloor: the full path at least 40% of the bare server's req/s (same round, same "
+          "workers), p99 under 100 ms")
+    print(f"floor on the medians: {'met' if verdict else 'MISSED'}")
     print("cpu ms/req: the server's processes only (not PostgreSQL, Redis or the load generator)")
     print(f"start to first answer: {startup:.2f} s")
 

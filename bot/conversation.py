@@ -16,7 +16,7 @@ from bot.store import LockTimeout, Store
 from handlers import dispatch
 from handlers.engine import Ctx, EngineConfig, Incoming, settle_attention
 from models.outbox import enqueue, notice
-from models.residents import get_or_create_resident, touch_interaction
+from models.residents import sender, touch_interaction
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Conversation:
             return SORRY
 
     async def _turn(self, incoming: Incoming, state: dict) -> str | None:
-        resident = await get_or_create_resident(incoming.openid)
+        resident = await sender(incoming.openid)
         ctx = Ctx(incoming, resident, state, self.config)
         reply = await dispatch(ctx)
         if ctx.attention:  # only then can notices be waiting in the inbox

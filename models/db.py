@@ -1,6 +1,7 @@
 """Database set-up: one Tortoise configuration for SQLite (embedded) and PostgreSQL."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import os
@@ -165,6 +166,59 @@ async def raw_models(model, sql: str, *params) -> list:
     else:
         rows = await conn.execute_query_dict(text, list(params))
     return [model._init_from_db(**row) for row in rows]
+
+
+class RowBatcher:
+    """Rows of `model` by a unique column, for many concurrent callers: on PostgreSQL the keys
+    asked in one event-loop tick go as one `= ANY($1)` query (under load the turns of many
+    residents resume together from the same Redis reply and all want their sender's row).
+    Each caller gets its own instance, read after it asked: the same as a query of its own.
+
+    Outside transactions only: the batch runs on a pool connection, not the caller's."""
+
+    def __init__(self, model, column: str) -> None:
+        self.model = model
+        self.column = column
+        self._pending: dict[str, list[asyncio.Future]] = {}
+
+    async def get(self, key: str):
+        conn = connections.get("default")
+        if conn.capabilities.dialect != "postgres":  # SQLite: one process, nothing to batch
+            rows = await raw_models(self.model, f'SELECT * FROM {{table}} WHERE "{self.column}" = $1 '
+                                                'LIMIT 1', key)
+            return rows[0] if rows else None
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.setdefault(key, []).append(future)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        asyncio.ensure_future(self._fetch(batch))
+
+    async def _fetch(self, batch: dict[str, list[asyncio.Future]]) -> None:
+        try:
+            conn = connections.get("default")
+            sql = _dialect_sql(self.model, f'SELECT * FROM {{table}} WHERE "{self.column}" = ANY($1)',
+                               "postgres")
+            async with conn.acquire_connection() as pg:
+                records = await pg.fetch(sql, list(batch))
+        except BaseException as exc:  # every caller is told, none waits forever
+            for futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        found = {record[self.column]: record for record in records}
+        for key, futures in batch.items():
+            record = found.get(key)
+            for f in futures:
+                if not f.done():
+                    f.set_result(None if record is None else self.model._init_from_db(**record))
 
 
 async def raw_execute(model, sql: str, *params) -> None:

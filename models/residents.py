@@ -8,7 +8,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from models.clock import utcnow
-from models.db import add_missing_columns, db_value, raw_execute, raw_models
+from models.db import RowBatcher, add_missing_columns, db_value, raw_execute, raw_models
 from models.places import Community, Organisation, RosterEntry
 
 
@@ -63,13 +63,25 @@ class Resident(Model):
 
 
 async def _by_openid(openid: str) -> Resident | None:
-    """Every message loads its sender: plain SQL (see models.db.raw_models)."""
     rows = await raw_models(Resident, 'SELECT * FROM {table} WHERE "openid" = $1 LIMIT 1', openid)
     return rows[0] if rows else None
 
 
 async def get_or_create_resident(openid: str) -> Resident:
     resident = await _by_openid(openid)
+    if resident is None:
+        resident, _ = await Resident.get_or_create(openid=openid)
+    return resident
+
+
+# Every message loads its sender; under load many turns ask at once (see RowBatcher).
+_SENDERS = RowBatcher(Resident, "openid")
+
+
+async def sender(openid: str) -> Resident:
+    """The sender of a message, read at the start of their turn: get_or_create_resident,
+    with the look-ups of concurrent turns batched. Not for use inside a transaction."""
+    resident = await _SENDERS.get(openid)
     if resident is None:
         resident, _ = await Resident.get_or_create(openid=openid)
     return resident

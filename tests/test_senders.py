@@ -1,0 +1,68 @@
+"""Every message reads its sender's row; concurrent turns on PostgreSQL share one query."""
+from __future__ import annotations
+
+import asyncio
+
+from models import db
+from models.db import RowBatcher
+from models.residents import Resident, sender
+
+
+async def test_concurrent_senders_are_read_together_each_with_its_own_row(cli_database_url,
+                                                                         monkeypatch):
+    await db.init_db(cli_database_url)
+    try:
+        await Resident.bulk_create([Resident(openid=f"o-{i}", name=f"街坊{i}", points=i)
+                                    for i in range(40)])
+        batches = []
+        real_fetch = RowBatcher._fetch
+
+        async def counted(self, batch):
+            batches.append(sorted(batch))
+            await real_fetch(self, batch)
+
+        monkeypatch.setattr(RowBatcher, "_fetch", counted)
+        asked = [f"o-{i}" for i in range(40)] + ["o-new-1", "o-new-2", "o-3"]
+        got = await asyncio.gather(*(sender(o) for o in asked))
+
+        assert [r.openid for r in got] == asked
+        assert all(r.name == f"街坊{r.points}" for r in got[:40])
+        assert got[3] is not got[-1] and got[3].id == got[-1].id  # one instance per caller
+        assert {r.openid for r in await Resident.filter(openid__startswith="o-new")} == \
+            {"o-new-1", "o-new-2"}  # unknown senders are created, as before
+        if db.is_postgres():
+            assert len(batches) == 1 and len(batches[0]) == 42  # one query, duplicates asked once
+        else:
+            assert batches == []  # SQLite: one query each, nothing to batch
+
+        # A turn that starts later gets what was committed since, not an earlier read.
+        await Resident.filter(openid="o-5").update(points=500)
+        assert (await sender("o-5")).points == 500
+    finally:
+        await db.close_db()
+
+
+async def test_a_failed_batch_fails_every_caller_and_the_next_batch_works(postgres_url,
+                                                                         monkeypatch):
+    await db.init_db(postgres_url)
+    try:
+        await db.truncate_all()
+        await Resident.bulk_create([Resident(openid=f"o-{i}") for i in range(5)])
+        real = RowBatcher._fetch
+
+        async def broken(self, batch):
+            monkeypatch.setattr(RowBatcher, "_fetch", real)  # only this once
+            monkeypatch.setattr(self, "column", "no_such_column")
+            try:
+                await real(self, batch)
+            finally:
+                monkeypatch.setattr(self, "column", "openid")
+
+        monkeypatch.setattr(RowBatcher, "_fetch", broken)
+        results = await asyncio.gather(*(sender(f"o-{i}") for i in range(5)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results)
+        assert [r.openid for r in await asyncio.gather(*(sender(f"o-{i}") for i in range(5)))] == \
+            [f"o-{i}" for i in range(5)]
+    finally:
+        await db.close_db()
