@@ -200,6 +200,12 @@ def cmd_reward_add(settings: Settings, args) -> None:
     print(f"兑换项目“{r.name}”编号{r.id}:{r.points}积分,库存{r.stock}")
 
 
+def cmd_reward_restock(settings: Settings, args) -> None:
+    from models.rewards_admin import restock
+    r = _admin(settings, restock, args.merchant, args.name, args.add)
+    print(f"兑换项目“{r.name}”库存现为{r.stock}")
+
+
 def cmd_reward_list(settings: Settings, args) -> None:
     from models.rewards_admin import list_rewards
     for r in asyncio.run(_db(list_rewards)(settings)):
@@ -252,7 +258,9 @@ def _add_reward_commands(sub) -> None:
     s.add_argument("--merchant", required=True)
     s.add_argument("--name", required=True)
     s.add_argument("--points", type=int, required=True)
-    s.add_argument("--stock", type=int, required=True)
+    s.add_argument("--stock", type=int,
+                   help="required for a new reward; on an existing one it sets the stock "
+                        "(left out: kept as redemptions left it)")
     s.add_argument("--kind", default="goods", choices=("goods", "service", "voucher"))
     s.add_argument("--monthly-limit", type=int, default=0, help="per resident per month; 0 = none")
     s.add_argument("--valid-days", type=int, default=30, help="how long a code can be used")
@@ -260,6 +268,11 @@ def _add_reward_commands(sub) -> None:
     s.add_argument("--min-spend-yuan", type=int, default=0, help="voucher: smallest bill")
     s.add_argument("--description", default="")
     s.set_defaults(fn=cmd_reward_add)
+    s = reward.add_parser("restock", help="add to (or, negative, take from) a reward's stock")
+    s.add_argument("--merchant", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--add", type=int, required=True)
+    s.set_defaults(fn=cmd_reward_restock)
     reward.add_parser("list").set_defaults(fn=cmd_reward_list)
 
     rule = sub.add_parser("rule", help="points rules for staff awards").add_subparsers(

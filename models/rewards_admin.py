@@ -1,6 +1,7 @@
 """Operator commands for merchants, rewards and points rules (behind `main.py`), and demo data."""
 from __future__ import annotations
 
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from models.admin import AdminError, community_by_name
@@ -58,28 +59,50 @@ async def add_merchant_staff(openid: str, name: str, merchant: str) -> Resident:
     return person
 
 
-async def add_reward(merchant: str, name: str, points: int, stock: int, *,
+async def add_reward(merchant: str, name: str, points: int, stock: int | None, *,
                      kind: str = RewardKind.GOODS, monthly_limit: int = 0, valid_days: int = 30,
                      deduct_yuan: int = 0, min_spend_yuan: int = 0,
                      description: str = "") -> Reward:
-    """Add a reward, or update it (same merchant and name): price, stock, limits."""
+    """Add a reward, or update it (same merchant and name): price, limits, and the stock only
+    when one is given (None keeps it: redemptions have moved it since it was first set)."""
     target = await merchant_by_name(merchant)
     if kind not in RewardKind.ALL:
         raise AdminError(f"类型只能是 {'/'.join(RewardKind.ALL)}")
     if points <= 0:
         raise AdminError("所需积分必须大于0")
-    if stock < 0 or monthly_limit < 0:
+    if (stock is not None and stock < 0) or monthly_limit < 0:
         raise AdminError("库存和每月限兑次数不能小于0")
     if valid_days <= 0:
         raise AdminError("有效天数必须大于0")
     if kind == RewardKind.VOUCHER and deduct_yuan <= 0:
         raise AdminError("积分抵扣券要写明抵扣金额 --deduct-yuan")
-    reward, _ = await Reward.update_or_create(
-        merchant_id=target.id, name=name.strip(),
-        defaults={"kind": kind, "points": points, "stock": stock, "monthly_limit": monthly_limit,
-                  "valid_days": valid_days, "deduct_yuan": deduct_yuan,
-                  "min_spend_yuan": min_spend_yuan, "description": description, "active": True})
+    defaults = {"kind": kind, "points": points, "monthly_limit": monthly_limit,
+                "valid_days": valid_days, "deduct_yuan": deduct_yuan,
+                "min_spend_yuan": min_spend_yuan, "description": description, "active": True}
+    if stock is not None:
+        defaults["stock"] = stock
+    elif not await Reward.filter(merchant_id=target.id, name=name.strip()).exists():
+        raise AdminError("新的兑换项目要写明库存 --stock")
+    # update_or_create reads the row FOR UPDATE: a redemption meanwhile waits for it.
+    reward, _ = await Reward.update_or_create(merchant_id=target.id, name=name.strip(),
+                                              defaults=defaults)
     return reward
+
+
+async def restock(merchant: str, name: str, add: int) -> Reward:
+    """Add `add` to a reward's stock (a delivery came in): one conditional update, so it never
+    undoes a redemption made meanwhile; a negative `add` takes off at most what is there."""
+    target = await merchant_by_name(merchant)
+    reward = await Reward.get_or_none(merchant_id=target.id, name=name.strip())
+    if reward is None:
+        raise AdminError(f"“{target.name}”没有名为“{name}”的兑换项目")
+    if add == 0:
+        raise AdminError("请写明增加的数量,例如 --add 20(减少用负数)")
+    changed = await Reward.filter(id=reward.id, stock__gte=max(0, -add)).update(
+        stock=F("stock") + add)
+    if not changed:
+        raise AdminError(f"库存不够减:现有{(await Reward.get(id=reward.id)).stock}")
+    return await Reward.get(id=reward.id)
 
 
 async def list_rewards() -> list[Reward]:

@@ -12,8 +12,8 @@ from models.points import PointsEntry, Source, ledger_mismatches, post_entry
 from models.residents import Resident
 from models.rewards import (Redemption, RedemptionStatus, RedeemError, Reward, VerifyError,
                             expire_codes, redeem, verify_redemption, write_expiry_reminders)
-from models.rewards_admin import (add_merchant_staff, add_reward, create_merchant, seed_rewards,
-                                  set_points_rule)
+from models.rewards_admin import (add_merchant_staff, add_reward, create_merchant, restock,
+                                  seed_rewards, set_points_rule)
 from tests import helpers as h
 from tests.conftest import run_transcript
 
@@ -343,6 +343,26 @@ async def test_fifty_residents_race_for_five(wx):
     balances = sorted(await Resident.filter(openid__in=openids).values_list("points", flat=True))
     assert balances == [0] * 5 + [100] * 45
     assert len(set(await Redemption.all().values_list("code", flat=True))) == 5
+    assert await ledger_mismatches() == []
+
+
+async def test_restock_and_price_change_during_redemptions_lose_nothing(wx):
+    """A delivery (restock) and a price update arrive while residents redeem: every unit is
+    accounted for, whichever order they land in."""
+    reward = await shop(name="抽纸", points=50, stock=10)
+    openids = [f"o-s{i:02d}" for i in range(20)]
+    for openid in openids:
+        await give(openid, 50)
+    await asyncio.gather(*(wx.say(o, "换抽纸") for o in openids))
+    results = await asyncio.gather(
+        *(wx.say(o, "是") for o in openids),
+        *(restock("测试便利店", "抽纸", 3) for _ in range(5)),
+        add_reward("测试便利店", "抽纸", 50, None, description="每包100抽"))
+    redeemed = sum(r.startswith("兑换成功") for r in results[:20])
+    assert redeemed == await Redemption.filter(reward_id=reward.id).count()
+    after = await Reward.get(id=reward.id)
+    assert after.stock == 10 + 15 - redeemed and after.stock >= 0
+    assert after.description == "每包100抽"
     assert await ledger_mismatches() == []
 
 

@@ -37,6 +37,23 @@ def test_merchant_reward_and_rule_commands(database_url):
     out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
               "--points", "30", "--stock", "20", "--kind", "service", "--monthly-limit", "1").stdout
     assert "兑换项目“磨刀”编号" in out and "30积分,库存20" in out
+    # An update without --stock keeps the stock; restock adds to it and never goes below 0.
+    out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
+              "--points", "40", "--kind", "service").stdout
+    assert "40积分,库存20" in out
+    assert "库存现为25" in run(database_url, "reward", "restock", "--merchant", "街坊五金店",
+                               "--name", "磨刀", "--add", "5").stdout
+    bad = run(database_url, "reward", "restock", "--merchant", "街坊五金店", "--name", "磨刀",
+              "--add", "-26", ok=False)
+    assert bad.returncode != 0 and "库存不够减:现有25" in bad.stderr
+    assert "库存现为0" in run(database_url, "reward", "restock", "--merchant", "街坊五金店",
+                              "--name", "磨刀", "--add", "-25").stdout
+    bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "新项目",
+              "--points", "10", ok=False)
+    assert "新的兑换项目要写明库存" in bad.stderr
+    bad = run(database_url, "reward", "restock", "--merchant", "街坊五金店", "--name", "没有这个",
+              "--add", "3", ok=False)
+    assert "没有名为“没有这个”的兑换项目" in bad.stderr
     bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "抵扣",
               "--points", "50", "--stock", "5", "--kind", "voucher", ok=False)
     assert "抵扣金额" in bad.stderr
