@@ -291,12 +291,12 @@ def _add_reward_commands(sub) -> None:
 
 
 def cmd_route_set(settings: Settings, args) -> None:
-    from models.appeals import route_set
+    from models.appeals_admin import route_set
     print(_admin(settings, route_set, args.community, args.category, args.org))
 
 
 def cmd_deadline_set(settings: Settings, args) -> None:
-    from models.appeals import deadline_set
+    from models.appeals_admin import deadline_set
     d = _admin(settings, deadline_set, args.category, args.accept_hours, args.resolve_days,
                args.accept_warn_hours, args.resolve_warn_hours)
     print(f"{args.category}:受理{d.accept_hours}小时,办结{d.resolve_days}个工作日,"
@@ -306,7 +306,7 @@ def cmd_deadline_set(settings: Settings, args) -> None:
 def cmd_report_appeals(settings: Settings, args) -> None:
     from datetime import date, datetime, time, timedelta
 
-    from models.appeals import report_appeals
+    from models.appeals_admin import report_appeals
     from models.clock import LOCAL_TZ
     today = date.today()
     start = date.fromisoformat(args.from_) if args.from_ else today.replace(day=1)

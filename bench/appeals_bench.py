@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import db  # noqa: E402
-from models.appeals import NewAppeal, appeal_figures, file_appeal, run_appeal_deadlines  # noqa: E402
+from models.appeals import NewAppeal, file_appeal, run_appeal_deadlines  # noqa: E402
+from models.appeals_admin import appeal_figures  # noqa: E402
 from models.clock import utcnow  # noqa: E402
 from models.demo import seed_places  # noqa: E402
 from models.residents import register_resident  # noqa: E402

@@ -6,5 +6,5 @@ from handlers import activities, general, points, register, staff  # noqa: F401 
 from handlers import services, surveys  # noqa: F401
 from handlers import merchants, rewards  # noqa: F401
 from handlers import broadcasts  # noqa: F401
-from handlers import appeals, handover  # noqa: F401
+from handlers import appeals, appeals_staff, handover  # noqa: F401
 from handlers.engine import dispatch  # noqa: F401

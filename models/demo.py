@@ -60,7 +60,7 @@ async def seed_demo() -> None:
     from models.surveys import seed_demo_survey
     await seed_demo_services()
     await seed_demo_survey(datetime.now(LOCAL_TZ))
-    from models.appeals import seed_demo_appeals
+    from models.appeals_admin import seed_demo_appeals
     await seed_demo_appeals(datetime.now(LOCAL_TZ))
 
 

@@ -13,8 +13,9 @@ import pytest
 from openpyxl import load_workbook
 
 from models.appeals import (TRANSITIONS, Action, Appeal, AppealError, AppealEvent, AppealState,
-                            NewAppeal, accept, add_working_days, file_appeal, rate, report_appeals,
-                            resolve, run_appeal_deadlines, set_route)
+                            NewAppeal, accept, add_working_days, file_appeal, rate, resolve,
+                            run_appeal_deadlines, set_route)
+from models.appeals_admin import report_appeals
 from models.outbox import Outbox
 from models.places import Community, Organisation
 from models.points import PointsEntry, ledger_mismatches
@@ -359,6 +360,9 @@ async def test_staff_of_another_community_cannot_see_or_move_a_ticket(wx):
     assert a.ticket not in await wx.say("o-b-other", "诉求 全部")
     assert (await Appeal.get(id=a.id)).state == AppealState.SUBMITTED
     assert "楼道堆满杂物" in await wx.say("o-b-own", f"诉求 {a.ticket}")
+    # A bare ticket number from staff: the detail for its handlers, nothing for the others.
+    assert "楼道堆满杂物" in await wx.say("o-b-own", a.ticket)
+    assert f"没有找到您可以处理的工单 {a.ticket}" in await wx.say("o-b-other", a.ticket)
 
 
 async def test_hidden_identity_never_reaches_social_or_volunteer_organisations(wx):
