@@ -15,7 +15,7 @@ from handlers.engine import (MIN_CONFIDENCE, REGISTRY, Ctx, Flow, Invalid, Step,
                              flow, intent, numbered, run_intent, start_flow)
 from models.appeals import (CATEGORY_LABELS, TICKET_RE, Action, Appeal, AppealError, AppealState,
                             NewAppeal, awaiting_rating, file_appeal, open_similar_candidates,
-                            pending_for, rate, resident_appeal, resident_message,
+                            pending_for, rate, rating_comment, resident_appeal, resident_message,
                             resident_open_appeals, resident_recent_appeals, route_for, timeline)
 from models.clock import local_text
 from models.places import Organisation
@@ -47,6 +47,11 @@ _TICKET_ONLY_RE = re.compile(r"^(查|查询|查看|我的)?(工单|诉求|工单
 # "3栋的灯又坏了" is no score.
 _RATE_RE = re.compile(r"^\s*([1-5１-５一二三四五])\s*(?:(分|星)|(?=[\s,,.。::!!、]|$))[\s,,.。::!!、]*(.*)$", re.S)
 _CN_SCORE = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5}
+# After a rating up to this score without a reason, the next message is taken as the reason.
+COMMENT_ASKED_UP_TO = 3
+COMMENT_WINDOW_SECONDS = 30 * 60
+_NO_COMMENT_WORDS = {"不用", "不用了", "没有", "没有了", "没了", "算了", "取消", "不说了", "没什么",
+                     "没意见", "无", "冇", "冇嘢", "唔使", "唔使了", "不需要", "没事", "没事了", "ok", "好", "好的"}
 _SCORE_WORDS = [("非常不满意", 1), ("很不满意", 1), ("太差", 1), ("好差", 1), ("不太满意", 2),
                 ("不满意", 2), ("差评", 2), ("一般般", 3), ("一般", 3), ("还行", 3), ("麻麻", 3),
                 ("非常满意", 5), ("十分满意", 5), ("很满意", 5), ("好满意", 5), ("五星", 5), ("满意", 4),
@@ -284,6 +289,7 @@ def _resident_line(e, appeal: Appeal) -> str | None:
         Action.RATE_REOPEN: f"您评价{e.note},已重新办理(重办)",
         Action.EXPIRE: "未评价,已自动完成",
         Action.ADOPT: "您的建议被采纳,已奖励积分",
+        Action.COMMENT: f"您的意见:{e.note}",
     }.get(e.action)
     return f"{local_text(e.at, with_weekday=False)} {_short(text, 60)}" if text else None
 
@@ -325,12 +331,38 @@ async def _rate(ctx: Ctx, appeal: Appeal, score: int, comment: str) -> str:
         appeal = await rate(appeal.id, ctx.resident, score, comment, ctx.now)
     except AppealError as exc:
         return str(exc)
+    ask = ""
+    if not comment and score <= COMMENT_ASKED_UP_TO:
+        # The reason usually comes as the next message, not in the same one as the digit.
+        ctx.state["rating_comment"] = {"appeal": appeal.id, "at": ctx.now.timestamp()}
+        ask = ("\n哪里不满意?直接回复告诉我们,工作人员重办时会看到。" if score <= 2 else
+               "\n有什么可以做得更好的?直接回复告诉我们。") + "(不想说可以回复“不用”)"
     if appeal.state == AppealState.REOPENED:
         org = await Organisation.get(id=appeal.organisation_id)
         return (f"很抱歉没能让您满意。工单{appeal.ticket}已重新交给{org.name}办理(重办),"
-                f"{local_text(appeal.ack_due_at)}前会联系您。"
-                + ("" if comment else "\n想说明哪里不满意,可以回复“补充 " + appeal.ticket + " 内容”。"))
-    return f"谢谢您的评价({score}分)!工单{appeal.ticket}已完成。"
+                f"{local_text(appeal.ack_due_at)}前会联系您。{ask}")
+    return f"谢谢您的评价({score}分)!工单{appeal.ticket}已完成。{ask}"
+
+
+async def _rating_followup(ctx: Ctx, asked: dict, words: str) -> str | None:
+    """The message after a rating of 1-3 given without a reason: the reason, a "no", or
+    something else altogether (then it is routed as usual). Asked about once only."""
+    ctx.state.pop("rating_comment", None)
+    if ctx.now.timestamp() - asked.get("at", 0) > COMMENT_WINDOW_SECONDS:
+        return None
+    if words in _NO_COMMENT_WORDS:
+        return "好的,谢谢您的评价!需要时随时找我。"
+    if len(words) < 2 or _score_of(ctx.text) or _TICKET_ONLY_RE.match(words):
+        return None
+    nlu = ctx.nlu
+    if nlu.intent in _OTHER_FEATURES and nlu.confidence >= max(MIN_CONFIDENCE, 0.6):
+        return None
+    try:
+        appeal = await rating_comment(asked["appeal"], ctx.resident, ctx.text, ctx.now)
+    except AppealError as exc:
+        return str(exc)
+    org = await Organisation.get(id=appeal.organisation_id)
+    return f"谢谢,您的意见已记在工单{appeal.ticket}上,并转给了{org.name}。"
 
 
 @intent("appeal_rate", needs_registration=True)
@@ -418,6 +450,9 @@ async def appeal_hook(ctx: Ctx) -> str | None:
     words = compact(ctx.text)
     if _STAFF_CMD_RE.match(words) and not ctx.resident.is_staff:
         return "这是社区工作人员使用的命令,您的账号没有这个权限。需要帮忙请回复“菜单”。"
+    asked_why = ctx.state.get("rating_comment")
+    if asked_why and (reply := await _rating_followup(ctx, asked_why, words)) is not None:
+        return reply
     m = _TICKET_ONLY_RE.match(words)
     if m:
         ticket = m.group(4)

@@ -69,7 +69,7 @@ def _staff_event_line(e) -> str:
               Action.ADD: "居民补充", Action.TRANSFER: "转派", Action.ESCALATE: "上报街道",
               Action.AUTO_ESCALATE: "超时自动上报", Action.RESOLVE: "办结", Action.REJECT: "退回",
               Action.RATE_CLOSE: "居民评价", Action.RATE_REOPEN: "居民评价,重办", Action.EXPIRE: "未评价自动完成",
-              Action.WARN: "时限提醒", Action.ADOPT: "采纳建议"}
+              Action.WARN: "时限提醒", Action.ADOPT: "采纳建议", Action.COMMENT: "居民说明评价"}
     note = f":{_short(e.note, 40)}" if e.note else ""
     return f"{local_text(e.at, with_weekday=False)} {who} {labels.get(e.action, e.action)}{target}{note}"
 

@@ -91,6 +91,7 @@ class Action:
     EXPIRE = "expire"  # resolved, no rating in time
     WARN = "warn"  # deadline warning to the handler
     ADOPT = "adopt"  # a suggestion adopted (points)
+    COMMENT = "comment"  # the resident's words on the handling, sent after the rating
 
 
 S = AppealState
@@ -117,6 +118,8 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (S.RESOLVED, Action.RATE_REOPEN): S.REOPENED,
     (S.RESOLVED, Action.EXPIRE): S.CLOSED,
     **{(s, Action.ADOPT): s for s in (*_OPEN, S.RESOLVED, S.CLOSED)},
+    # After a rating: closed (3-5) or reopened and on its way again (1-2).
+    **{(s, Action.COMMENT): s for s in (*_OPEN, S.RESOLVED, S.CLOSED)},
 }
 
 
@@ -468,7 +471,7 @@ async def _move(appeal_id: int, action: str, now: datetime, *, actor: Resident |
 _ACTION_VERBS = {Action.ACCEPT: "受理", Action.REPLY: "回复", Action.TRANSFER: "转派",
                  Action.ESCALATE: "上报街道", Action.RESOLVE: "办结", Action.REJECT: "退回",
                  Action.ANSWER: "补充", Action.ADD: "补充", Action.RATE_CLOSE: "评价",
-                 Action.RATE_REOPEN: "评价", Action.ADOPT: "采纳"}
+                 Action.RATE_REOPEN: "评价", Action.ADOPT: "采纳", Action.COMMENT: "补充评价"}
 
 
 def _respond(appeal: Appeal, now: datetime) -> None:
@@ -829,6 +832,30 @@ async def rate(appeal_id: int, resident: Resident, score: int, comment: str, now
                           + (f"\n居民意见:{comment}" if comment else ""))
     appeal, _ = await _move(appeal_id, action, now, actor=resident,
                             note=f"{score}分" + (f" {comment}" if comment else ""),
+                            before=before, after=after)
+    return appeal
+
+
+async def rating_comment(appeal_id: int, resident: Resident, comment: str, now: datetime) -> Appeal:
+    """The resident's reason for their rating, sent as the next message: kept on the ticket
+    (once; a rating given with its comment has one already) and told to the handlers."""
+    comment = (comment or "").strip()[:200]
+    if not comment:
+        raise AppealError("没有收到您的意见。")
+
+    async def before(appeal: Appeal) -> None:
+        if appeal.resident_id != resident.id:
+            raise AppealError("没有找到这个工单。")
+        if appeal.rating is None:
+            raise AppealError(f"工单{appeal.ticket}还没有评价。")
+        if appeal.rating_comment:
+            raise AppealError(f"已经收到您对工单{appeal.ticket}的意见了,谢谢!")
+
+    async def after(appeal: Appeal, event: AppealEvent) -> None:
+        appeal.rating_comment = comment
+        await _notify_org(appeal, appeal.organisation_id, event.id,
+                          lambda viewer: f"工单{appeal.ticket}居民对评价({appeal.rating}分)的说明:{comment}")
+    appeal, _ = await _move(appeal_id, Action.COMMENT, now, actor=resident, note=comment,
                             before=before, after=after)
     return appeal
 

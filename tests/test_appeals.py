@@ -320,6 +320,56 @@ async def test_rating_words_and_no_rating_closes_by_itself(wx):
     assert "没有待评价" in await wx.say("o-rt", "评价")
 
 
+async def test_the_reason_for_a_low_rating_can_come_in_the_next_message(wx):
+    resident = await h.resident("o-why")
+    staff = await h.staff("o-why-staff", "汇侨北社区居委会")
+    now = h.now()
+
+    async def resolved(text: str) -> Appeal:
+        a = await file_appeal(resident, NewAppeal(text, "facility", []), now)
+        await resolve(a.id, staff, "已处理", now)
+        return a
+
+    # 1-2 without a reason: asked why; the next words go on the ticket and to its handlers.
+    a = await resolved("楼道灯坏了很久了")
+    assert "哪里不满意?直接回复" in await wx.say("o-why", "2")
+    mark = await last_id()
+    said = await wx.say("o-why", "灯是换了,但是楼梯口那盏还是不亮")
+    assert f"意见已记在工单{a.ticket}上" in said and "汇侨北社区居委会" in said
+    a = await Appeal.get(id=a.id)
+    assert a.state == AppealState.REOPENED and a.rating_comment == "灯是换了,但是楼梯口那盏还是不亮"
+    [n] = await notices("o-why-staff", mark)
+    assert "对评价(2分)的说明:灯是换了" in n.text
+    assert "您的意见:灯是换了" in await wx.say("o-why", a.ticket)
+    assert (await AppealEvent.filter(appeal_id=a.id).order_by("-id").first()).action == Action.COMMENT
+    # Asked once: the message after that is routed as usual.
+    assert "您现在有" in await wx.say("o-why", "我有多少积分")
+
+    # 3: asked how it could be better; "不用" ends it and writes nothing.
+    b = await resolved("门口井盖松动")
+    assert "有什么可以做得更好的" in await wx.say("o-why", "3")
+    events = await AppealEvent.filter(appeal_id=b.id).count()
+    assert "谢谢您的评价" in await wx.say("o-why", "不用")
+    assert await AppealEvent.filter(appeal_id=b.id).count() == events
+    assert (await Appeal.get(id=b.id)).rating_comment == ""
+
+    # Asked, but the resident turns to something else: that is answered, nothing is kept.
+    c = await resolved("电梯按钮失灵")
+    assert "哪里不满意" in await wx.say("o-why", "1")
+    assert "您现在有" in await wx.say("o-why", "查一下积分")
+    assert (await Appeal.get(id=c.id)).rating_comment == ""
+
+    # 4-5 or a reason given with the digit: nothing is asked.
+    d = await resolved("路灯不亮")
+    reply = await wx.say("o-why", "5")
+    assert "谢谢您的评价(5分)" in reply and "直接回复" not in reply
+    e = await resolved("垃圾没人收")
+    reply = await wx.say("o-why", "2 收垃圾的还是不按时来")
+    assert "重办" in reply and "直接回复" not in reply
+    assert (await Appeal.get(id=e.id)).rating_comment == "收垃圾的还是不按时来"
+    assert (await Appeal.get(id=d.id)).state == AppealState.CLOSED
+
+
 async def test_adopted_suggestion_earns_points_once(wx):
     resident = await h.resident("o-sg")
     await h.staff("o-sg-staff", "汇侨北社区居委会")
@@ -465,8 +515,11 @@ def test_transition_table_is_the_only_way():
     """Every (state, action) pair outside the table is refused; terminal states are final."""
     states = list(AppealState.LABELS)
     assert {s for s, _ in TRANSITIONS} <= set(states)
-    assert not [k for k in TRANSITIONS if k[0] in (AppealState.CLOSED, AppealState.REJECTED)
-                and k[1] != Action.ADOPT]
+    # From a terminal state only timeline rows that keep it: an adoption, a rating's reason.
+    terminal = {k: v for k, v in TRANSITIONS.items()
+                if k[0] in (AppealState.CLOSED, AppealState.REJECTED)}
+    assert all(k[1] in (Action.ADOPT, Action.COMMENT) and v == k[0] for k, v in terminal.items())
+    assert (AppealState.REJECTED, Action.COMMENT) not in TRANSITIONS  # a rejection is not rated
     assert TRANSITIONS[(AppealState.RESOLVED, Action.RATE_REOPEN)] == AppealState.REOPENED
     assert (AppealState.CLOSED, Action.ACCEPT) not in TRANSITIONS
     assert tuple(CATEGORIES) == tuple(__import__("models.appeals").appeals.CATEGORY_LABELS)
