@@ -12,9 +12,10 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Awaitable, Callable
 
+import chinese_calendar
 from tortoise import fields
 from tortoise.expressions import Q
 from tortoise.models import Model
@@ -262,12 +263,25 @@ async def set_deadlines(category: str, *, accept_hours: int | None = None,
     return Deadlines(**values)
 
 
+# The Gregorian-dated statutory holidays (全国年节及纪念日放假办法): known before the State
+# Council publishes a year's schedule; the lunar ones and 调休 come with the schedule.
+_FIXED_HOLIDAYS = {(1, 1), (5, 1), (5, 2), (10, 1), (10, 2), (10, 3)}
+
+
+def is_working_day(day: date) -> bool:
+    """China's official calendar: statutory holidays off, 调休 weekends on."""
+    try:
+        return chinese_calendar.is_workday(day)
+    except NotImplementedError:  # a year not yet in the calendar: upgrade chinesecalendar
+        return day.weekday() < 5 and (day.month, day.day) not in _FIXED_HOLIDAYS
+
+
 def add_working_days(start: datetime, days: int) -> datetime:
-    """`days` working days (Monday to Friday, local time) after `start`, same time of day."""
+    """`days` working days (local calendar) after `start`, same time of day."""
     d = start.astimezone(LOCAL_TZ)
     while days > 0:
         d += timedelta(days=1)
-        if d.weekday() < 5:
+        if is_working_day(d.date()):
             days -= 1
     return d
 

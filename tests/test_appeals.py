@@ -7,15 +7,16 @@ import asyncio
 import itertools
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from openpyxl import load_workbook
 
 from models.appeals import (TRANSITIONS, Action, Appeal, AppealError, AppealEvent, AppealState,
-                            NewAppeal, accept, add_working_days, file_appeal, rate, resolve,
-                            run_appeal_deadlines, set_route)
+                            NewAppeal, accept, add_working_days, file_appeal, is_working_day,
+                            rate, resolve, run_appeal_deadlines, set_route)
 from models.appeals_admin import report_appeals
+from models.clock import LOCAL_TZ
 from models.outbox import Outbox
 from models.places import Community, Organisation
 from models.points import PointsEntry, ledger_mismatches
@@ -489,6 +490,18 @@ async def test_deadline_warning_then_auto_escalation_with_an_injected_clock(wx):
     event = await AppealEvent.get(appeal_id=a.id, action=Action.AUTO_ESCALATE)
     assert event.actor_id is None and event.note == "超时未受理"
     assert "超过时限" in await wx.say("o-dl", "我的诉求")
+
+
+def test_working_days_follow_the_official_calendar():
+    # 2026: National Day 1–7 October off, Saturday 10 October worked (调休).
+    t0 = datetime(2026, 9, 30, 2, 0, tzinfo=timezone.utc)  # Wednesday 10:00 in Guangzhou
+    assert add_working_days(t0, 1) == datetime(2026, 10, 8, 10, 0, tzinfo=LOCAL_TZ)
+    assert add_working_days(t0, 3).date() == date(2026, 10, 10)  # a Saturday, worked
+    assert add_working_days(t0, 4).date() == date(2026, 10, 12)  # Sunday 11th is off
+    # A year the calendar has not published: weekdays, without the Gregorian-dated holidays.
+    assert not is_working_day(date(2099, 1, 1)) and is_working_day(date(2099, 12, 31))  # Thursdays
+    assert not is_working_day(date(2099, 5, 1)) and not is_working_day(date(2099, 10, 2))  # Fridays
+    assert is_working_day(date(2099, 10, 5)) and not is_working_day(date(2099, 10, 10))  # Mon, Sat
 
 
 async def test_resolution_deadline_after_acceptance_and_configured_limits(wx):
