@@ -197,7 +197,15 @@ def cmd_reward_add(settings: Settings, args) -> None:
         args.merchant, args.name, args.points, args.stock, kind=args.kind,
         monthly_limit=args.monthly_limit, valid_days=args.valid_days, deduct_yuan=args.deduct_yuan,
         min_spend_yuan=args.min_spend_yuan, description=args.description))
-    print(f"兑换项目“{r.name}”编号{r.id}:{r.points}积分,库存{r.stock}")
+    limit = f"每月限{r.monthly_limit}次" if r.monthly_limit else "不限次"
+    print(f"兑换项目“{r.name}”编号{r.id}:{r.points}积分,库存{r.stock},{limit},"
+          f"兑换码{r.valid_days}天有效")
+
+
+def cmd_reward_withdraw(settings: Settings, args) -> None:
+    from models.rewards_admin import withdraw_reward
+    r = _admin(settings, withdraw_reward, args.merchant, args.name)
+    print(f"兑换项目“{r.name}”已下架(已发出的兑换码照常可用;reward add 可重新上架)")
 
 
 def cmd_reward_restock(settings: Settings, args) -> None:
@@ -254,20 +262,25 @@ def _add_reward_commands(sub) -> None:
 
     reward = sub.add_parser("reward", help="what points buy").add_subparsers(dest="action",
                                                                               required=True)
-    s = reward.add_parser("add", help="add (or update) a reward of a merchant")
+    s = reward.add_parser("add", help="add a reward of a merchant and put it on offer, or "
+                                      "update one: only the options given change")
     s.add_argument("--merchant", required=True)
     s.add_argument("--name", required=True)
-    s.add_argument("--points", type=int, required=True)
+    s.add_argument("--points", type=int, help="required for a new reward")
     s.add_argument("--stock", type=int,
                    help="required for a new reward; on an existing one it sets the stock "
-                        "(left out: kept as redemptions left it)")
-    s.add_argument("--kind", default="goods", choices=("goods", "service", "voucher"))
-    s.add_argument("--monthly-limit", type=int, default=0, help="per resident per month; 0 = none")
-    s.add_argument("--valid-days", type=int, default=30, help="how long a code can be used")
-    s.add_argument("--deduct-yuan", type=int, default=0, help="voucher: yuan off the bill")
-    s.add_argument("--min-spend-yuan", type=int, default=0, help="voucher: smallest bill")
-    s.add_argument("--description", default="")
+                        "(left out: kept as redemptions left it; deliveries: reward restock)")
+    s.add_argument("--kind", choices=("goods", "service", "voucher"), help="new: goods")
+    s.add_argument("--monthly-limit", type=int, help="per resident per month; 0 = none (new: 0)")
+    s.add_argument("--valid-days", type=int, help="how long a code can be used (new: 30)")
+    s.add_argument("--deduct-yuan", type=int, help="voucher: yuan off the bill")
+    s.add_argument("--min-spend-yuan", type=int, help="voucher: smallest bill (new: 0)")
+    s.add_argument("--description")
     s.set_defaults(fn=cmd_reward_add)
+    s = reward.add_parser("withdraw", help="take a reward off offer (issued codes stay valid)")
+    s.add_argument("--merchant", required=True)
+    s.add_argument("--name", required=True)
+    s.set_defaults(fn=cmd_reward_withdraw)
     s = reward.add_parser("restock", help="add to (or, negative, take from) a reward's stock")
     s.add_argument("--merchant", required=True)
     s.add_argument("--name", required=True)

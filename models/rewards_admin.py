@@ -5,6 +5,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from models.admin import AdminError, community_by_name
+from models.db import locked
 from models.places import Community, Street
 from models.residents import Resident, Role, get_or_create_resident
 from models.rewards import Merchant, MerchantStaff, Reward, RewardKind, rule_table, set_rule
@@ -59,34 +60,59 @@ async def add_merchant_staff(openid: str, name: str, merchant: str) -> Resident:
     return person
 
 
-async def add_reward(merchant: str, name: str, points: int, stock: int | None, *,
-                     kind: str = RewardKind.GOODS, monthly_limit: int = 0, valid_days: int = 30,
-                     deduct_yuan: int = 0, min_spend_yuan: int = 0,
-                     description: str = "") -> Reward:
-    """Add a reward, or update it (same merchant and name): price, limits, and the stock only
-    when one is given (None keeps it: redemptions have moved it since it was first set)."""
-    target = await merchant_by_name(merchant)
-    if kind not in RewardKind.ALL:
+# What a new reward gets for each setting the operator leaves out.
+REWARD_DEFAULTS = {"kind": RewardKind.GOODS, "monthly_limit": 0, "valid_days": 30,
+                   "deduct_yuan": 0, "min_spend_yuan": 0, "description": ""}
+
+
+def _check_reward(v: dict) -> None:
+    if v["kind"] not in RewardKind.ALL:
         raise AdminError(f"类型只能是 {'/'.join(RewardKind.ALL)}")
-    if points <= 0:
+    if v["points"] <= 0:
         raise AdminError("所需积分必须大于0")
-    if (stock is not None and stock < 0) or monthly_limit < 0:
+    if v["stock"] < 0 or v["monthly_limit"] < 0:
         raise AdminError("库存和每月限兑次数不能小于0")
-    if valid_days <= 0:
+    if v["valid_days"] <= 0:
         raise AdminError("有效天数必须大于0")
-    if kind == RewardKind.VOUCHER and deduct_yuan <= 0:
+    if v["kind"] == RewardKind.VOUCHER and v["deduct_yuan"] <= 0:
         raise AdminError("积分抵扣券要写明抵扣金额 --deduct-yuan")
-    defaults = {"kind": kind, "points": points, "monthly_limit": monthly_limit,
-                "valid_days": valid_days, "deduct_yuan": deduct_yuan,
-                "min_spend_yuan": min_spend_yuan, "description": description, "active": True}
-    if stock is not None:
-        defaults["stock"] = stock
-    elif not await Reward.filter(merchant_id=target.id, name=name.strip()).exists():
-        raise AdminError("新的兑换项目要写明库存 --stock")
-    # update_or_create reads the row FOR UPDATE: a redemption meanwhile waits for it.
-    reward, _ = await Reward.update_or_create(merchant_id=target.id, name=name.strip(),
-                                              defaults=defaults)
-    return reward
+
+
+async def add_reward(merchant: str, name: str, points: int | None = None,
+                     stock: int | None = None, **settings) -> Reward:
+    """Add a reward and put it on offer, or update one (same merchant and name).
+
+    An update writes only what is given: a setting left out (None) keeps its value, and the
+    stock in particular has been moved by redemptions since it was set. A new reward needs
+    points and stock; its other settings default to REWARD_DEFAULTS."""
+    unknown = set(settings) - set(REWARD_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown reward settings: {sorted(unknown)}")
+    target = await merchant_by_name(merchant)
+    name = name.strip()
+    given = {k: v for k, v in dict(settings, points=points, stock=stock).items() if v is not None}
+    async with in_transaction():
+        current = await locked(Reward.filter(merchant_id=target.id, name=name)).first()
+        if current is None:
+            if points is None or stock is None:
+                raise AdminError("新的兑换项目要写明所需积分和库存 --points --stock")
+            values = {**REWARD_DEFAULTS, **given}
+            _check_reward(values)
+            return await Reward.create(merchant_id=target.id, name=name, **values)
+        _check_reward({**{k: getattr(current, k) for k in (*REWARD_DEFAULTS, "points", "stock")},
+                       **given})
+        # A plain UPDATE of the given columns: a concurrent restock's increment is kept.
+        await Reward.filter(id=current.id).update(**given, active=True)
+    return await Reward.get(id=current.id)
+
+
+async def withdraw_reward(merchant: str, name: str) -> Reward:
+    """Take a reward off offer (codes already issued stay valid); `reward add` puts it back."""
+    target = await merchant_by_name(merchant)
+    changed = await Reward.filter(merchant_id=target.id, name=name.strip()).update(active=False)
+    if not changed:
+        raise AdminError(f"“{target.name}”没有名为“{name}”的兑换项目")
+    return await Reward.get(merchant_id=target.id, name=name.strip())
 
 
 async def restock(merchant: str, name: str, add: int) -> Reward:

@@ -36,11 +36,26 @@ def test_merchant_reward_and_rule_commands(database_url):
 
     out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
               "--points", "30", "--stock", "20", "--kind", "service", "--monthly-limit", "1").stdout
-    assert "兑换项目“磨刀”编号" in out and "30积分,库存20" in out
-    # An update without --stock keeps the stock; restock adds to it and never goes below 0.
+    assert "兑换项目“磨刀”编号" in out and "30积分,库存20,每月限1次,兑换码30天有效" in out
+    # An update writes only what it is given: the stock, the monthly limit, the kind and the
+    # validity stay; restock adds to the stock and never takes it below 0.
     out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
-              "--points", "40", "--kind", "service").stdout
-    assert "40积分,库存20" in out
+              "--points", "40").stdout
+    assert "40积分,库存20,每月限1次,兑换码30天有效" in out
+    assert "磨刀\t40积分\t库存20\t每月限1次\t30天有效" in run(database_url, "reward", "list").stdout
+    out = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
+              "--valid-days", "7", "--monthly-limit", "0").stdout
+    assert "40积分,库存20,不限次,兑换码7天有效" in out
+    assert "已下架" in run(database_url, "reward", "withdraw", "--merchant", "街坊五金店",
+                          "--name", "磨刀").stdout
+    assert "磨刀\t40积分\t库存20\t不限次\t7天有效\t已下架" in run(database_url, "reward",
+                                                               "list").stdout
+    run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀")  # back on offer
+    [line] = [x for x in run(database_url, "reward", "list").stdout.splitlines() if "磨刀" in x]
+    assert line.endswith("磨刀\t40积分\t库存20\t不限次\t7天有效")
+    bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "磨刀",
+              "--kind", "voucher", ok=False)  # the merged settings are checked: no amount
+    assert bad.returncode != 0 and "抵扣金额" in bad.stderr
     assert "库存现为25" in run(database_url, "reward", "restock", "--merchant", "街坊五金店",
                                "--name", "磨刀", "--add", "5").stdout
     bad = run(database_url, "reward", "restock", "--merchant", "街坊五金店", "--name", "磨刀",
@@ -50,7 +65,10 @@ def test_merchant_reward_and_rule_commands(database_url):
                               "--name", "磨刀", "--add", "-25").stdout
     bad = run(database_url, "reward", "add", "--merchant", "街坊五金店", "--name", "新项目",
               "--points", "10", ok=False)
-    assert "新的兑换项目要写明库存" in bad.stderr
+    assert "新的兑换项目要写明所需积分和库存" in bad.stderr
+    bad = run(database_url, "reward", "withdraw", "--merchant", "街坊五金店", "--name", "没有这个",
+              ok=False)
+    assert bad.returncode != 0 and "没有名为“没有这个”的兑换项目" in bad.stderr
     bad = run(database_url, "reward", "restock", "--merchant", "街坊五金店", "--name", "没有这个",
               "--add", "3", ok=False)
     assert "没有名为“没有这个”的兑换项目" in bad.stderr
