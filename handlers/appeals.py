@@ -52,6 +52,8 @@ COMMENT_ASKED_UP_TO = 3
 COMMENT_WINDOW_SECONDS = 30 * 60
 _NO_COMMENT_WORDS = {"不用", "不用了", "没有", "没有了", "没了", "算了", "取消", "不说了", "没什么",
                      "没意见", "无", "冇", "冇嘢", "唔使", "唔使了", "不需要", "没事", "没事了", "ok", "好", "好的"}
+# Thanks and sentence particles around a "no" (不用,谢谢 / 算了吧 / 唔使喇,唔该).
+_POLITE_RE = re.compile(r"(谢谢你|谢谢您|谢谢|多谢|唔该|谢啦|thanks|[啦吧呀啊喇嘞喔哦噢咯罗]|[,.!?~…、])+")
 _SCORE_WORDS = [("非常不满意", 1), ("很不满意", 1), ("太差", 1), ("好差", 1), ("不太满意", 2),
                 ("不满意", 2), ("差评", 2), ("一般般", 3), ("一般", 3), ("还行", 3), ("麻麻", 3),
                 ("非常满意", 5), ("十分满意", 5), ("很满意", 5), ("好满意", 5), ("五星", 5), ("满意", 4),
@@ -350,8 +352,12 @@ async def _rating_followup(ctx: Ctx, asked: dict, words: str) -> str | None:
     ctx.state.pop("rating_comment", None)
     if ctx.now.timestamp() - asked.get("at", 0) > COMMENT_WINDOW_SECONDS:
         return None
-    if words in _NO_COMMENT_WORDS:
+    if words in _NO_COMMENT_WORDS or _POLITE_RE.sub("", words) in _NO_COMMENT_WORDS | {""}:
         return "好的,谢谢您的评价!需要时随时找我。"
+    if ctx.attention:
+        _, question = await pending_for(ctx.resident, ctx.now)
+        if question is not None and question.asked_at.timestamp() >= asked.get("at", 0):
+            return None  # staff have asked something since the rating: this answers them
     if len(words) < 2 or _score_of(ctx.text) or _TICKET_ONLY_RE.match(words):
         return None
     nlu = ctx.nlu

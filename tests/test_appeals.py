@@ -354,6 +354,21 @@ async def test_the_reason_for_a_low_rating_can_come_in_the_next_message(wx):
     assert await AppealEvent.filter(appeal_id=b.id).count() == events
     assert (await Appeal.get(id=b.id)).rating_comment == ""
 
+    # A polite "no" writes nothing either.
+    f = await resolved("楼下水管漏水")
+    assert "有什么可以做得更好的" in await wx.say("o-why", "3")
+    assert "谢谢您的评价" in await wx.say("o-why", "不用了,谢谢")
+    assert (await Appeal.get(id=f.id)).rating_comment == ""
+
+    # Staff ask something after a low rating: the next words answer them, not the rating.
+    g = await resolved("单元门禁坏了")
+    assert "哪里不满意" in await wx.say("o-why", "1")
+    await wx.say("o-why-staff", f"回复 {g.ticket} 请问是哪一栋的门禁?")
+    assert f"已补充到工单{g.ticket}" in await wx.say("o-why", "是3栋的门禁")
+    g = await Appeal.get(id=g.id)
+    assert g.rating_comment == "" and g.asked_at is None
+    assert (await AppealEvent.filter(appeal_id=g.id).order_by("-id").first()).action == Action.ANSWER
+
     # Asked, but the resident turns to something else: that is answered, nothing is kept.
     c = await resolved("电梯按钮失灵")
     assert "哪里不满意" in await wx.say("o-why", "1")
