@@ -12,6 +12,7 @@ import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.backends.base.client import TransactionalDBClient
 
 # Every module holding models; later domains add theirs here.
 MODEL_MODULES = [
@@ -173,21 +174,25 @@ class RowBatcher:
     asked in one event-loop tick go as one `= ANY($1)` query (under load the turns of many
     residents resume together from the same Redis reply and all want their sender's row).
     Each caller gets its own instance, read after it asked: the same as a query of its own.
-
-    Outside transactions only: the batch runs on a pool connection, not the caller's."""
+    A caller inside a transaction gets a query of its own on the transaction's connection."""
 
     def __init__(self, model, column: str) -> None:
         self.model = model
         self.column = column
         self._pending: dict[str, list[asyncio.Future]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task] = set()  # asyncio keeps only weak references
 
     async def get(self, key: str):
         conn = connections.get("default")
-        if conn.capabilities.dialect != "postgres":  # SQLite: one process, nothing to batch
+        # SQLite: one process, nothing to batch; a transaction: its own connection and snapshot.
+        if conn.capabilities.dialect != "postgres" or isinstance(conn, TransactionalDBClient):
             rows = await raw_models(self.model, f'SELECT * FROM {{table}} WHERE "{self.column}" = $1 '
                                                 'LIMIT 1', key)
             return rows[0] if rows else None
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (tests, scripts): what the old one left is dead
+            self._loop, self._pending = loop, {}
         future = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
@@ -196,7 +201,9 @@ class RowBatcher:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
-        asyncio.ensure_future(self._fetch(batch))
+        task = asyncio.ensure_future(self._fetch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, batch: dict[str, list[asyncio.Future]]) -> None:
         try:
@@ -205,20 +212,23 @@ class RowBatcher:
                                "postgres")
             async with conn.acquire_connection() as pg:
                 records = await pg.fetch(sql, list(batch))
-        except BaseException as exc:  # every caller is told, none waits forever
+            found = {record[self.column]: record for record in records}
+            for key, futures in batch.items():
+                record = found.get(key)
+                for f in futures:
+                    if f.done():  # the caller gave up (cancelled)
+                        continue
+                    try:
+                        f.set_result(None if record is None else self.model._init_from_db(**record))
+                    except Exception as exc:  # noqa: BLE001 - this caller's row only
+                        f.set_exception(exc)
+        except BaseException as exc:  # every caller still waiting is told, none waits forever
             for futures in batch.values():
                 for f in futures:
                     if not f.done():
                         f.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
-            return
-        found = {record[self.column]: record for record in records}
-        for key, futures in batch.items():
-            record = found.get(key)
-            for f in futures:
-                if not f.done():
-                    f.set_result(None if record is None else self.model._init_from_db(**record))
 
 
 async def raw_execute(model, sql: str, *params) -> None:
