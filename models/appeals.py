@@ -8,6 +8,7 @@ unrated tickets) and is idempotent.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import uuid
@@ -27,6 +28,8 @@ from models.outbox import enqueue, notice
 from models.places import Community, Organisation, OrgKind
 from models.points import Source, post_entry, rules_for
 from models.residents import Resident, Role, flag_attention
+
+log = logging.getLogger(__name__)
 
 # The categorisation contract (nlp/appeals.py CATEGORIES); repeated here because models do
 # not import nlp. A test keeps the two equal.
@@ -273,7 +276,15 @@ def is_working_day(day: date) -> bool:
     try:
         return chinese_calendar.is_workday(day)
     except NotImplementedError:  # a year not yet in the calendar: upgrade chinesecalendar
+        if day.year not in _UNKNOWN_YEARS:
+            _UNKNOWN_YEARS.add(day.year)
+            log.warning("chinesecalendar %s has no holiday schedule for %d: deadlines count "
+                        "weekdays without the Gregorian-dated holidays; upgrade the package",
+                        chinese_calendar.__version__, day.year)
         return day.weekday() < 5 and (day.month, day.day) not in _FIXED_HOLIDAYS
+
+
+_UNKNOWN_YEARS: set[int] = set()
 
 
 def add_working_days(start: datetime, days: int) -> datetime:

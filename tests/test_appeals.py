@@ -9,6 +9,7 @@ import re
 import time
 from datetime import date, datetime, timedelta, timezone
 
+import chinese_calendar
 import pytest
 from openpyxl import load_workbook
 
@@ -507,7 +508,7 @@ async def test_deadline_warning_then_auto_escalation_with_an_injected_clock(wx):
     assert "超过时限" in await wx.say("o-dl", "我的诉求")
 
 
-def test_working_days_follow_the_official_calendar():
+def test_working_days_follow_the_official_calendar(caplog):
     # 2026: National Day 1–7 October off, Saturday 10 October worked (调休).
     t0 = datetime(2026, 9, 30, 2, 0, tzinfo=timezone.utc)  # Wednesday 10:00 in Guangzhou
     assert add_working_days(t0, 1) == datetime(2026, 10, 8, 10, 0, tzinfo=LOCAL_TZ)
@@ -517,6 +518,11 @@ def test_working_days_follow_the_official_calendar():
     assert not is_working_day(date(2099, 1, 1)) and is_working_day(date(2099, 12, 31))  # Thursdays
     assert not is_working_day(date(2099, 5, 1)) and not is_working_day(date(2099, 10, 2))  # Fridays
     assert is_working_day(date(2099, 10, 5)) and not is_working_day(date(2099, 10, 10))  # Mon, Sat
+    # Said once per missing year, for the operator to upgrade the package.
+    assert [r.getMessage() for r in caplog.records].count(
+        f"chinesecalendar {chinese_calendar.__version__} has no holiday schedule for 2099: "
+        "deadlines count weekdays "
+        "without the Gregorian-dated holidays; upgrade the package") == 1
 
 
 async def test_resolution_deadline_after_acceptance_and_configured_limits(wx):
