@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import ahocorasick
+
 from .normalize import compact, fold_typos, mandarinize, normalize
 
 __all__ = ["Entry", "Lexicon", "prepare"]
@@ -34,7 +36,7 @@ class Entry:
 class Lexicon:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
-        self._by_first: dict[str, list[str]] = {}
+        self._automaton = None  # built by freeze()
 
     def add(self, keyword: str, label: str | None = None, weight: float = 0.0,
             tag: str | None = None) -> None:
@@ -60,23 +62,18 @@ class Lexicon:
             for sub, tags in tagged:
                 if sub != kw and sub in kw:
                     e.tags = e.tags | tags
-        by_first: dict[str, list[str]] = {}
+        # Every occurrence of every keyword in one pass (Aho-Corasick, in C): a message is
+        # matched against ~2,000 keywords twice (intents and appeal categories).
+        automaton = ahocorasick.Automaton()
         for kw in self.entries:
-            by_first.setdefault(kw[0], []).append(kw)
-        for lst in by_first.values():
-            lst.sort(key=len, reverse=True)
-        self._by_first = by_first
+            automaton.add_word(kw, (len(kw), kw))
+        automaton.make_automaton()
+        self._automaton = automaton
 
     def match(self, text: str) -> tuple[list[tuple[int, int, str]], bytearray]:
         """Accepted (start, end, keyword) triples and the consumed-character mask."""
-        by_first = self._by_first
-        found = []
-        for i, ch in enumerate(text):
-            cands = by_first.get(ch)
-            if cands:
-                for kw in cands:
-                    if text.startswith(kw, i):
-                        found.append((i, i + len(kw), kw))
+        found = [(end + 1 - n, end + 1, kw) for end, (n, kw) in self._automaton.iter(text)] \
+            if text else []
         used = bytearray(len(text))
         if not found:
             return [], used
@@ -135,6 +132,16 @@ class ScoreModel:
                  r["intent"] if "intent" in r else r["category"], float(r["weight"]))
             for r in data.get("rules") or []
         ]
+        # A rule can only apply when one tag it requires is seen: each message checks the rules
+        # filed under its tags (in declaration order, so the scores add up the same).
+        self._rules_by_tag: dict[str, list[int]] = {}
+        self._rules_always: set[int] = set()
+        for i, r in enumerate(self.rules):
+            keys = [min(r.all)] if r.all else sorted(r.any)
+            for key in keys:
+                self._rules_by_tag.setdefault(key, []).append(i)
+            if not keys:
+                self._rules_always.add(i)
         self.lexicon.freeze()
 
     def score(self, text: str) -> tuple[dict[str, float], set[str], bytearray]:
@@ -159,7 +166,14 @@ class ScoreModel:
         if ex:
             for label, w in ex.items():
                 scores[label] = scores.get(label, 0.0) + w
-        for r in self.rules:
+        candidates = set(self._rules_always)
+        by_tag = self._rules_by_tag
+        for tag in tags:
+            if tag in by_tag:
+                candidates.update(by_tag[tag])
+        rules = self.rules
+        for i in sorted(candidates):
+            r = rules[i]
             if r.applies(tags):
                 scores[r.label] = scores.get(r.label, 0.0) + r.weight
         return scores, tags, used
