@@ -100,6 +100,26 @@ def cmd_outbox_status(settings: Settings, args) -> None:
         print(f"{status:10} {n}")
 
 
+def cmd_outbox_list(settings: Settings, args) -> None:
+    from models.clock import local_text
+    from models.outbox import rows_with_status
+    from nlp.normalize import mask_phone
+    for r in asyncio.run(_db(rows_with_status)(settings, args.status, args.limit)):
+        text = mask_phone(r.text.replace("\n", " "))
+        print(f"{r.id}\t{r.recipient}\t{r.kind}\t{local_text(r.created_at)}\t"
+              f"{r.last_error or '-'}\t{text[:60]}")
+
+
+def cmd_outbox_resend(settings: Settings, args) -> None:
+    from models.outbox import resend
+    requeued, refused = asyncio.run(_db(resend)(settings, args.ids))
+    if requeued:
+        print(f"已重新排队 {len(requeued)} 条:{' '.join(map(str, requeued))}")
+    if refused:
+        raise SystemExit(f"错误:这些编号不存在,或不是 unknown/failed 状态,没有改动:"
+                         f"{' '.join(map(str, refused))}")
+
+
 def _admin(settings: Settings, coro_fn, *args):
     from models.admin import AdminError
     try:
@@ -363,9 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=9100)
     s.set_defaults(fn=cmd_fake_wechat)
-    s = sub.add_parser("outbox").add_subparsers(dest="action", required=True).add_parser(
-        "status", help="count notices by status (unknown and flagged need a look)")
+    outbox = sub.add_parser("outbox", help="notices waiting, sent, or needing a look"
+                            ).add_subparsers(dest="action", required=True)
+    s = outbox.add_parser("status", help="count notices by status (unknown and flagged need a look)")
     s.set_defaults(fn=cmd_outbox_status)
+    s = outbox.add_parser("list", help="the newest notices in one status")
+    s.add_argument("--status", default="unknown")
+    s.add_argument("--limit", type=int, default=50)
+    s.set_defaults(fn=cmd_outbox_list)
+    s = outbox.add_parser("resend", help="send unknown or failed notices again (by id)")
+    s.add_argument("ids", type=int, nargs="+")
+    s.set_defaults(fn=cmd_outbox_resend)
 
     s = sub.add_parser("resident").add_subparsers(dest="action", required=True).add_parser("add")
     for flag in ("--openid", "--name", "--phone", "--community"):

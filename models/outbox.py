@@ -214,6 +214,29 @@ async def status_counts() -> dict[str, int]:
     return counts
 
 
+# ---------------------------------------------------------------------------- operators
+
+# What an operator may send again: `unknown` once the resident says it never came (WeChat
+# offers no way to ask), `failed` once its cause is fixed (a template configured, say).
+RESENDABLE = (OutboxStatus.UNKNOWN, OutboxStatus.FAILED)
+
+
+async def rows_with_status(status: str, limit: int = 50) -> list[Outbox]:
+    return await Outbox.filter(status=status).order_by("-id").limit(limit)
+
+
+async def resend(ids: list[int], now: datetime | None = None) -> tuple[list[int], list[int]]:
+    """Rows back to pending, due now, with a fresh count of attempts: (requeued, refused).
+    One conditional update each, so a row in any other status is never touched."""
+    requeued, refused = [], []
+    for row_id in ids:
+        changed = await Outbox.filter(id=row_id, status__in=RESENDABLE).update(
+            status=OutboxStatus.PENDING, claim="", wire_at=None, attempts=0,
+            due_at=now or utcnow(), flagged_at=None)
+        (requeued if changed else refused).append(row_id)
+    return requeued, refused
+
+
 # ---------------------------------------------------------------------------- the inbox
 
 INBOX_SHOWN = 5

@@ -310,3 +310,38 @@ async def test_rows_stuck_past_the_limit_are_flagged_and_counted(push, backend, 
         out, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()[-500:]
         assert "flagged    1" in out.decode() and "pending    1" in out.decode()
+
+
+async def test_an_operator_resends_an_unknown_notice_once(push, backend):
+    from models.outbox import resend
+    from tests.conftest import run_cli
+    await push.resident("o-lost", seen_hours_ago=2)
+    await push.notice("o-lost", "您的兑换码明天到期,有问题打13812345678", "u1")
+    await push.notice("o-lost", "已送达的通知", "u2")
+    await Outbox.filter(dedupe_key="u1").update(status=OutboxStatus.UNKNOWN, attempts=1,
+                                                 last_error="timeout", wire_at=utcnow())
+    d = push.dispatcher()
+    await d.drain()
+    assert [s.text for s in push.fake.sends()] == ["已送达的通知"]  # unknown is never resent
+    rows = await push.rows()
+    lost, sent = rows["u1"].id, rows["u2"].id
+
+    if backend == "sqlite":  # the operator's way: look, then resend by id
+        url = push.settings.database_url
+        listed = run_cli(url, "outbox", "list").stdout
+        assert f"{lost}\to-lost\treminder\t" in listed and "timeout" in listed
+        assert "138****5678" in listed and "13812345678" not in listed
+        assert [line.split("\t")[0] for line in listed.splitlines()] == [str(lost)]
+        assert "已重新排队 1 条" in run_cli(url, "outbox", "resend", str(lost)).stdout
+        bad = run_cli(url, "outbox", "resend", str(sent), "999999", ok=False)
+        assert bad.returncode != 0 and f"没有改动:{sent} 999999" in bad.stderr
+    else:
+        assert await resend([lost, sent, 999999]) == ([lost], [sent, 999999])
+    assert (await push.rows())["u2"].status == OutboxStatus.SENT  # a refused id is untouched
+
+    assert await d.drain() == 1
+    assert [s.text for s in push.fake.sends()] == ["已送达的通知",
+                                                   "您的兑换码明天到期,有问题打13812345678"]
+    row = (await push.rows())["u1"]
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 1)
+    assert await resend([lost]) == ([], [lost])  # sent now: not again
