@@ -142,6 +142,9 @@ class ScoreModel:
                 self._rules_by_tag.setdefault(key, []).append(i)
             if not keys:
                 self._rules_always.add(i)
+        # Most messages match none of the patterns: one combined search rules them all out.
+        self._any_pattern = re.compile("|".join(f"(?:{rx.pattern})" for rx, _l, _w in self.patterns)) \
+            if self.patterns else None
         self.lexicon.freeze()
 
     def score(self, text: str) -> tuple[dict[str, float], set[str], bytearray]:
@@ -159,9 +162,10 @@ class ScoreModel:
         for rx, tag in self.tag_patterns:
             if tag not in tags and rx.search(text):
                 tags.add(tag)
-        for rx, label, w in self.patterns:
-            if rx.search(text):
-                scores[label] = scores.get(label, 0.0) + w
+        if self._any_pattern is not None and self._any_pattern.search(text):
+            for rx, label, w in self.patterns:
+                if rx.search(text):
+                    scores[label] = scores.get(label, 0.0) + w
         ex = self.exact.get(text)
         if ex:
             for label, w in ex.items():

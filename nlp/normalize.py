@@ -146,6 +146,7 @@ def _pinyin(ch: str) -> str:
 
 
 _PY_INDEX: dict[tuple[str, str], str] = {}
+_PY_FIRST: set[str] = set()  # the first syllables in the index: most characters are not one
 
 
 def _py_index() -> dict[tuple[str, str], str]:
@@ -153,6 +154,7 @@ def _py_index() -> dict[tuple[str, str], str]:
         for w in _PY_WORDS:
             if len(w) == 2:
                 _PY_INDEX[(_pinyin(w[0]), _pinyin(w[1]))] = w
+        _PY_FIRST.update(first for first, _second in _PY_INDEX)
     return _PY_INDEX
 
 
@@ -170,7 +172,7 @@ def fold_typos(text: str) -> str:
     while i < n - 1:
         a, b = chars[i], chars[i + 1]
         pa = _pinyin(a)
-        if pa:
+        if pa in _PY_FIRST:
             word = index.get((pa, _pinyin(b)))
             if word is not None and (a + b) != word and (a + b) not in _PY_EXCEPTIONS:
                 chars[i], chars[i + 1] = word[0], word[1]
