@@ -352,12 +352,12 @@ async def _rating_followup(ctx: Ctx, asked: dict, words: str) -> str | None:
     ctx.state.pop("rating_comment", None)
     if ctx.now.timestamp() - asked.get("at", 0) > COMMENT_WINDOW_SECONDS:
         return None
-    if words in _NO_COMMENT_WORDS or _POLITE_RE.sub("", words) in _NO_COMMENT_WORDS | {""}:
-        return "好的,谢谢您的评价!需要时随时找我。"
-    if ctx.attention:
+    if ctx.attention:  # first: 好的 / 没有 are answers to a staff question too
         _, question = await pending_for(ctx.resident, ctx.now)
         if question is not None and question.asked_at.timestamp() >= asked.get("at", 0):
             return None  # staff have asked something since the rating: this answers them
+    if words in _NO_COMMENT_WORDS or _POLITE_RE.sub("", words) in _NO_COMMENT_WORDS | {""}:
+        return "好的,谢谢您的评价!需要时随时找我。"
     if len(words) < 2 or _score_of(ctx.text) or _TICKET_ONLY_RE.match(words):
         return None
     nlu = ctx.nlu

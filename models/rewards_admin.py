@@ -1,6 +1,7 @@
 """Operator commands for merchants, rewards and points rules (behind `main.py`), and demo data."""
 from __future__ import annotations
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
@@ -98,7 +99,10 @@ async def add_reward(merchant: str, name: str, points: int | None = None,
                 raise AdminError("新的兑换项目要写明所需积分和库存 --points --stock")
             values = {**REWARD_DEFAULTS, **given}
             _check_reward(values)
-            return await Reward.create(merchant_id=target.id, name=name, **values)
+            try:
+                return await Reward.create(merchant_id=target.id, name=name, **values)
+            except IntegrityError:  # the same name added at the same moment elsewhere
+                raise AdminError(f"“{name}”刚刚被同时添加了,请再运行一次(会按更新处理)") from None
         _check_reward({**{k: getattr(current, k) for k in (*REWARD_DEFAULTS, "points", "stock")},
                        **given})
         # A plain UPDATE of the given columns: a concurrent restock's increment is kept.

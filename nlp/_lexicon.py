@@ -64,6 +64,9 @@ class Lexicon:
                     e.tags = e.tags | tags
         # Every occurrence of every keyword in one pass (Aho-Corasick, in C): a message is
         # matched against ~2,000 keywords twice (intents and appeal categories).
+        if not self.entries:  # an automaton without words cannot be searched
+            self._automaton = None
+            return
         automaton = ahocorasick.Automaton()
         for kw in self.entries:
             automaton.add_word(kw, (len(kw), kw))
@@ -73,7 +76,7 @@ class Lexicon:
     def match(self, text: str) -> tuple[list[tuple[int, int, str]], bytearray]:
         """Accepted (start, end, keyword) triples and the consumed-character mask."""
         found = [(end + 1 - n, end + 1, kw) for end, (n, kw) in self._automaton.iter(text)] \
-            if text else []
+            if text and self._automaton is not None else []
         used = bytearray(len(text))
         if not found:
             return [], used
@@ -101,6 +104,21 @@ class Rule:
         # Set operations, not all()/any() over generators: every message checks every rule.
         return self.all <= tags and (not self.any or not self.any.isdisjoint(tags)) \
             and self.none.isdisjoint(tags)
+
+
+# What changes meaning when a pattern is joined with others: group references, conditionals.
+_UNJOINABLE_RE = re.compile(r"\\[1-9]|\(\?\(|\(\?P=")
+
+
+def _combined(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that matches where any of `patterns` does (most messages match none of them,
+    and one search rules them all out), or None where joining could change a meaning."""
+    if not patterns or any(_UNJOINABLE_RE.search(rx.pattern) for rx in patterns):
+        return None
+    try:  # a global inline flag or a repeated group name cannot be joined
+        return re.compile("|".join(f"(?:{rx.pattern})" for rx in patterns))
+    except re.error:
+        return None
 
 
 class ScoreModel:
@@ -142,9 +160,7 @@ class ScoreModel:
                 self._rules_by_tag.setdefault(key, []).append(i)
             if not keys:
                 self._rules_always.add(i)
-        # Most messages match none of the patterns: one combined search rules them all out.
-        self._any_pattern = re.compile("|".join(f"(?:{rx.pattern})" for rx, _l, _w in self.patterns)) \
-            if self.patterns else None
+        self._any_pattern = _combined([rx for rx, _l, _w in self.patterns])
         self.lexicon.freeze()
 
     def score(self, text: str) -> tuple[dict[str, float], set[str], bytearray]:
@@ -162,7 +178,7 @@ class ScoreModel:
         for rx, tag in self.tag_patterns:
             if tag not in tags and rx.search(text):
                 tags.add(tag)
-        if self._any_pattern is not None and self._any_pattern.search(text):
+        if self._any_pattern is None or self._any_pattern.search(text):
             for rx, label, w in self.patterns:
                 if rx.search(text):
                     scores[label] = scores.get(label, 0.0) + w

@@ -408,3 +408,14 @@ async def test_staff_award_by_resident_number_and_appeal_ticket(wx):
         (f"加分 单号{appeal.ticket} 建议", r"给 周伯.*加 20 积分"),
         ("是", r"已给周伯加 20 积分.*TA现在有 40 积分"),
     ])
+
+
+async def test_the_same_new_reward_added_twice_at_once_is_one_row_and_no_traceback(wx):
+    from models.admin import AdminError
+    await shop(name="牙刷", points=30, stock=5)  # makes the merchant
+    results = await asyncio.gather(
+        *(add_reward("测试便利店", "香皂", 40, 10) for _ in range(4)), return_exceptions=True)
+    assert all(isinstance(r, (Reward, AdminError)) for r in results), results
+    assert any(isinstance(r, Reward) for r in results)
+    [row] = await Reward.filter(name="香皂")
+    assert (row.points, row.stock) == (40, 10)
