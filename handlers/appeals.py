@@ -346,16 +346,17 @@ async def _rate(ctx: Ctx, appeal: Appeal, score: int, comment: str) -> str:
     return f"谢谢您的评价({score}分)!工单{appeal.ticket}已完成。{ask}"
 
 
-async def _rating_followup(ctx: Ctx, asked: dict, words: str) -> str | None:
+async def _rating_followup(ctx: Ctx, asked: dict, words: str,
+                           question: Appeal | None) -> str | None:
     """The message after a rating of 1-3 given without a reason: the reason, a "no", or
-    something else altogether (then it is routed as usual). Asked about once only."""
+    something else altogether (then it is routed as usual). Asked about once only.
+    `question`: the ticket whose staff message waits for an answer, if any."""
     ctx.state.pop("rating_comment", None)
     if ctx.now.timestamp() - asked.get("at", 0) > COMMENT_WINDOW_SECONDS:
         return None
-    if ctx.attention:  # first: 好的 / 没有 are answers to a staff question too
-        _, question = await pending_for(ctx.resident, ctx.now)
-        if question is not None and question.asked_at.timestamp() >= asked.get("at", 0):
-            return None  # staff have asked something since the rating: this answers them
+    # First: 好的 / 没有 are answers to a staff question asked since the rating, too.
+    if question is not None and question.asked_at.timestamp() >= asked.get("at", 0):
+        return None
     if words in _NO_COMMENT_WORDS or _POLITE_RE.sub("", words) in _NO_COMMENT_WORDS | {""}:
         return "好的,谢谢您的评价!需要时随时找我。"
     if len(words) < 2 or _score_of(ctx.text) or _TICKET_ONLY_RE.match(words):
@@ -450,15 +451,23 @@ def _takes_digit_as_rating(ctx: Ctx, appeal: Appeal) -> bool:
     return not (ctx.state.get("choices") and shown_after)
 
 
+async def _waiting(ctx: Ctx) -> tuple[Appeal | None, Appeal | None]:
+    """Only a resident with the attention flag can have a ticket waiting on them."""
+    return await pending_for(ctx.resident, ctx.now) if ctx.attention else (None, None)
+
+
 async def appeal_hook(ctx: Ctx) -> str | None:
     if ctx.resident is None or not ctx.registered:
         return None
     words = compact(ctx.text)
     if _STAFF_CMD_RE.match(words) and not ctx.resident.is_staff:
         return "这是社区工作人员使用的命令,您的账号没有这个权限。需要帮忙请回复“菜单”。"
+    waiting = None  # (awaiting a rating, awaiting an answer): read once, where first needed
     asked_why = ctx.state.get("rating_comment")
-    if asked_why and (reply := await _rating_followup(ctx, asked_why, words)) is not None:
-        return reply
+    if asked_why:
+        waiting = await _waiting(ctx)
+        if (reply := await _rating_followup(ctx, asked_why, words, waiting[1])) is not None:
+            return reply
     m = _TICKET_ONLY_RE.match(words)
     if m:
         ticket = m.group(4)
@@ -473,7 +482,7 @@ async def appeal_hook(ctx: Ctx) -> str | None:
         appeal = await Appeal.get_or_none(id=chosen, resident_id=ctx.resident.id)
         if appeal is not None:
             return await resident_view(ctx, appeal)
-    pending, asked = await pending_for(ctx.resident, ctx.now) if ctx.attention else (None, None)
+    pending, asked = waiting or await _waiting(ctx)
     if pending is not None:
         parsed = _score_of(ctx.text)
         if parsed and _takes_digit_as_rating(ctx, pending):

@@ -269,6 +269,7 @@ async def set_deadlines(category: str, *, accept_hours: int | None = None,
 # The Gregorian-dated statutory holidays (全国年节及纪念日放假办法): known before the State
 # Council publishes a year's schedule; the lunar ones and 调休 come with the schedule.
 _FIXED_HOLIDAYS = {(1, 1), (5, 1), (5, 2), (10, 1), (10, 2), (10, 3)}
+_UNKNOWN_YEARS: set[int] = set()  # warned about once each
 
 
 def is_working_day(day: date) -> bool:
@@ -282,9 +283,6 @@ def is_working_day(day: date) -> bool:
                         "weekdays without the Gregorian-dated holidays; upgrade the package",
                         chinese_calendar.__version__, day.year)
         return day.weekday() < 5 and (day.month, day.day) not in _FIXED_HOLIDAYS
-
-
-_UNKNOWN_YEARS: set[int] = set()
 
 
 def add_working_days(start: datetime, days: int) -> datetime:

@@ -112,11 +112,10 @@ async def add_reward(merchant: str, name: str, points: int | None = None,
 
 async def withdraw_reward(merchant: str, name: str) -> Reward:
     """Take a reward off offer (codes already issued stay valid); `reward add` puts it back."""
-    target = await merchant_by_name(merchant)
-    changed = await Reward.filter(merchant_id=target.id, name=name.strip()).update(active=False)
-    if not changed:
+    target, name = await merchant_by_name(merchant), name.strip()
+    if not await Reward.filter(merchant_id=target.id, name=name).update(active=False):
         raise AdminError(f"“{target.name}”没有名为“{name}”的兑换项目")
-    return await Reward.get(merchant_id=target.id, name=name.strip())
+    return await Reward.get(merchant_id=target.id, name=name)
 
 
 async def restock(merchant: str, name: str, add: int) -> Reward:
